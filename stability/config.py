@@ -1,0 +1,80 @@
+"""Typed configuration of one trial: what the trial engine needs and nothing about Ray.
+
+Every key is documented in one line (the `description` of its field); `python -m
+stability.sweep --help-spec` prints them. A study spec (stability.spec) resolves into one
+`TrialConfig` per trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+
+OPTIMIZERS = ("adamw", "sgd")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    """Which data a trial trains on."""
+
+    name: str = Field("digits", description="dataset name: digits, cifar10, cifar100 or imagefolder")
+    root: str | None = Field(None, description="folder holding the dataset files (not needed for digits)")
+    img_size: PositiveInt | None = Field(None, description="input resolution in pixels (default: the dataset's own)")
+    download: bool = Field(False, description="allow torchvision to download cifar10/cifar100 into root")
+    options: dict[str, Any] = Field(default_factory=dict, description="extra loader options, e.g. num_workers, auto_augment")
+
+
+class Recipe(_Strict):
+    """The training recipe (REFERENCE.md section 1). Defaults suit short small-image runs."""
+
+    batch_size: PositiveInt = Field(128, description="images per optimizer step (all workers together)")
+    warmup_epochs: float = Field(5.0, ge=0, description="linear warm-up length in epochs (per-iteration)")
+    warmup_start: float = Field(0.1, gt=0, le=1, description="warm-up starts at this fraction of the peak lr")
+    lr_floor: float = Field(0.005, ge=0, le=1, description="half-cosine ends at this fraction of the peak lr")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the cross-entropy targets")
+    mixup: float = Field(0.0, ge=0, description="mixup alpha (0 = off; the paper uses 0.8)")
+    cutmix: float = Field(0.0, ge=0, description="CutMix alpha (0 = off; the paper uses 1.0)")
+    ema: bool = Field(False, description="evaluate an exponential moving average of the weights")
+    ema_decay: float = Field(0.9998, gt=0, lt=1, description="EMA decay per step (warmed up from 0 as in timm)")
+    drop_path: float = Field(0.0, ge=0, lt=1, description="stochastic depth rate (timm drop_path_rate)")
+    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value (None = off)")
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 autocast on CUDA; the CPU always runs fp32")
+    augment: bool = Field(True, description="random translation/crop (and flip where the dataset allows)")
+    eval_batch_size: PositiveInt = Field(512, description="images per evaluation step")
+    compile: bool = Field(False, description="torch.compile the model (pays off on long GPU trials only)")
+
+
+class TrialConfig(_Strict):
+    """One fully resolved trial: a point of the study plus the recipe."""
+
+    model: str = Field(description="model name from stability.models.list_models()")
+    optimizer: Literal["adamw", "sgd"] = Field(description="adamw or sgd")
+    lr: float = Field(gt=0, description="peak learning rate")
+    weight_decay: float = Field(ge=0, description="weight decay (AdamW: decoupled, multiplied by lr in PyTorch)")
+    epochs: PositiveInt = Field(description="training length in epochs")
+    seed: int = Field(0, ge=0, description="seed of every random source of the trial")
+    optimizer_args: dict[str, Any] = Field(default_factory=dict, description="momentum, nesterov (sgd); betas, eps (adamw)")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig, description="the data")
+    train: Recipe = Field(default_factory=Recipe, description="the recipe")
+    model_args: dict[str, Any] = Field(default_factory=dict, description="keyword overrides for build_model")
+    extras: dict[str, Any] = Field(default_factory=dict, description="other sampled knobs, kept as result columns")
+
+    @field_validator("optimizer_args")
+    @classmethod
+    def _known_optimizer_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(value) - {"momentum", "nesterov", "betas", "eps"}
+        if unknown:
+            raise ValueError(f"unknown optimizer argument(s) {sorted(unknown)}; valid: momentum, nesterov, betas, eps")
+        return value
+
+    @property
+    def trial_id(self) -> str:
+        """Stable id: a hash of the resolved config (the same after a resume)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]

@@ -1,0 +1,204 @@
+"""The trial engine: train and evaluate one configuration. Imports no Ray.
+
+`run_trial(cfg)` is a plain function: the sweep calls it inside a Ray Tune trial (or a Ray
+Train worker, where torch.distributed is already initialised), `python -m stability.train`
+calls it from the shell. Per-epoch metrics go to the `on_epoch` callback; the return value
+is the trial's metrics. A non-finite loss is a result (status "diverged"), not an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
+
+from stability.config import TrialConfig
+from stability.data import load_dataset
+from stability.models import block_patch_tokens, build_model, model_info, patch_cosine_similarity
+from stability.optim import build_optimizer, build_scheduler
+
+DIVERGENCE_CHECK_EVERY = 16  # steps between host syncs that look for a non-finite loss
+COS_SIM_IMAGES = 256  # validation images used for the over-smoothing metric
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" means CUDA when present, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but no CUDA device is available; use --device cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy (timm's Mixup draws from it) and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def chance_error(num_classes: int) -> float:
+    """Top-1 error (%) of guessing: what a diverged trial records."""
+    return 100.0 - 100.0 / num_classes
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data, batch_size: int, autocast) -> float:
+    """Top-1 error (%) on the validation set."""
+    model.eval()
+    wrong, seen = 0, 0
+    for x, y in data.val_batches(batch_size):
+        with autocast():
+            logits = model(x)
+        wrong += (logits.argmax(dim=1) != y).sum()
+        seen += y.numel()
+    return 100.0 * float(wrong) / max(1, seen)
+
+
+@torch.no_grad()
+def patch_cos_sim_by_layer(model: torch.nn.Module, data) -> list[float]:
+    """Mean pairwise cosine similarity of patch tokens after each block (validation images)."""
+    x, _ = next(iter(data.val_batches(COS_SIM_IMAGES)))
+    return [float(patch_cosine_similarity(tokens)) for tokens in block_patch_tokens(model, x)]
+
+
+def run_trial(
+    cfg: TrialConfig,
+    device: str | torch.device = "auto",
+    on_epoch: EpochCallback | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train one trial and return its metrics (see DESIGN.md, "Results")."""
+    start = time.perf_counter()
+    device = resolve_device(device)
+    rank, world = _distributed()
+    seed_everything(cfg.seed)
+    recipe = cfg.train
+    ds = cfg.dataset
+    data = load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download, **ds.options)
+
+    overrides = {"in_chans": data.in_chans, **({"drop_path_rate": recipe.drop_path} if recipe.drop_path else {})}
+    model = build_model(cfg.model, data.num_classes, data.img_size, **{**overrides, **cfg.model_args}).to(device)
+    info = model_info(model, data.img_size, data.in_chans)
+    train_model: torch.nn.Module = model
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if recipe.compile:
+        train_model = torch.compile(train_model)
+
+    if recipe.batch_size % world:
+        raise ValueError(f"train.batch_size {recipe.batch_size} is not divisible by {world} workers")
+    batch_size = recipe.batch_size // world
+    steps_per_epoch = data.steps_per_epoch(batch_size, world)
+    if steps_per_epoch < 1:
+        raise ValueError(f"train.batch_size {recipe.batch_size} exceeds the {data.train_size} training images")
+    optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    ema = ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema else None
+    eval_model = ema.module if ema is not None else model
+
+    mixing = recipe.mixup > 0 or recipe.cutmix > 0
+    mixup = None
+    if mixing:
+        mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix,
+                      label_smoothing=recipe.label_smoothing, num_classes=data.num_classes)
+    soft_ce = SoftTargetCrossEntropy()
+
+    def criterion(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if mixing:
+            return soft_ce(logits, target)
+        return F.cross_entropy(logits, target, label_smoothing=recipe.label_smoothing)
+
+    use_bf16 = device.type == "cuda" and recipe.precision == "bf16"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    curve: list[dict[str, Any]] = []
+    status, best_err, train_loss = "ok", math.inf, math.nan
+    train_seconds, images, step = 0.0, 0, 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        epoch_start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        epoch_steps = 0
+        for x, y in data.train_batches(batch_size, generator, augment=recipe.augment, rank=rank, world_size=world):
+            target = y
+            if mixup is not None:
+                x, target = mixup(x, y)
+            with autocast():
+                loss = criterion(train_model(x), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if ema is not None:
+                ema.update(model, step=step)
+            loss_sum += loss.detach().float()
+            epoch_steps += 1
+            if epoch_steps % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+                break
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds += time.perf_counter() - epoch_start
+        images += epoch_steps * batch_size * world
+        train_loss = float(loss_sum) / max(1, epoch_steps)
+        if not math.isfinite(train_loss):
+            status = "diverged"
+            break
+        err = evaluate(eval_model, data, recipe.eval_batch_size, autocast)
+        best_err = min(best_err, err)
+        point = {"epoch": epoch, "train_loss": train_loss, "top1_err": err,
+                 "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - start}
+        curve.append(point)
+        if on_epoch is not None:
+            on_epoch(point)
+        if log is not None:
+            log(f"epoch {epoch}/{cfg.epochs}  loss {train_loss:.4f}  top1_err {err:.2f}%  "
+                f"lr {point['lr']:.3g}  {point['elapsed_s']:.1f}s")
+
+    chance = chance_error(data.num_classes)
+    if status == "diverged":
+        final_err = chance
+        layers: list[float] = []
+        if log is not None:
+            log(f"diverged: non-finite loss in epoch {epoch}; recorded at chance error {chance:.1f}%")
+    else:
+        final_err = curve[-1]["top1_err"]
+        layers = patch_cos_sim_by_layer(eval_model, data)
+    return {
+        "status": status,
+        "top1_err": final_err,
+        "best_top1_err": best_err if math.isfinite(best_err) else chance,
+        "train_loss": train_loss,
+        "wall_time_s": time.perf_counter() - start,
+        "images_per_s": images / train_seconds if train_seconds > 0 else math.nan,
+        "params": info["params"],
+        "gflops": info["gflops"],
+        "patch_cos_sim": layers[-1] if layers else math.nan,
+        "patch_cos_sim_layers": layers,
+        "epochs_run": len(curve),
+        "error": "",
+        "curve": curve,
+    }

@@ -1,0 +1,117 @@
+"""Live progress of a sweep (done / running / total, ETA, best error) and the closing summary."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+from ray import tune
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+
+
+class SweepProgress(tune.Callback):
+    """One live line on a terminal; one line per finished trial otherwise (logs, CI)."""
+
+    def __init__(self, total: int, already_done: int, console: Console | None = None):
+        self.total = total
+        self.done = already_done
+        self.started_with = already_done
+        self.running: set[str] = set()
+        self.failed = 0
+        self.diverged = 0
+        self.best: tuple[float, str] | None = None
+        self.start = time.monotonic()
+        self.console = console or Console(stderr=True)
+        self.live = Live(console=self.console, refresh_per_second=2, transient=True) if self.console.is_terminal else None
+
+    def __enter__(self) -> "SweepProgress":
+        if self.live is not None:
+            self.live.start()
+            self.live.update(self.line())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def eta_seconds(self) -> float:
+        finished_here = self.done - self.started_with
+        if finished_here == 0:
+            return math.inf
+        rate = finished_here / (time.monotonic() - self.start)
+        return (self.total - self.done) / rate
+
+    def line(self) -> str:
+        best = f"best {self.best[0]:.2f}% ({self.best[1]})" if self.best else "best -"
+        extra = "".join(f" · {n} {what}" for n, what in ((self.diverged, "diverged"), (self.failed, "failed")) if n)
+        return (f"trials {self.done}/{self.total} done · {len(self.running)} running{extra} · {best} · "
+                f"ETA {format_duration(self.eta_seconds())} · elapsed {format_duration(time.monotonic() - self.start)}")
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+        self._refresh()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+        self._refresh()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+        self._refresh()
+
+    def finished(self, row: dict[str, Any]) -> None:
+        """Called by the store callback once a trial's row is on disk."""
+        self.done += 1
+        self.failed += row["status"] == "failed"
+        self.diverged += row["status"] == "diverged"
+        err = row.get("top1_err")
+        if row["status"] == "ok" and err is not None and (self.best is None or err < self.best[0]):
+            self.best = (err, f"{row['model']} {row['optimizer']}")
+        if self.live is None:
+            err_text = f"{err:.2f}%" if err is not None and math.isfinite(err) else "-"
+            print(f"[{self.done}/{self.total}] {row['model']} {row['optimizer']} lr={row['lr']:.3g} "
+                  f"wd={row['weight_decay']:.3g} -> {row['status']} {err_text} | {self.line()}",
+                  file=sys.stderr, flush=True)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self.line())
+
+
+def summary_rows(trials) -> list[dict[str, Any]]:
+    """Per model and optimizer: n, best, median, diverged, failed (a pandas trials frame)."""
+    rows = []
+    for (model, optimizer), group in trials.groupby(["model", "optimizer"], sort=True):
+        errors = group.loc[group["status"] != "failed", "top1_err"].dropna()
+        rows.append({
+            "model": model, "optimizer": optimizer, "n": len(group),
+            "best": float(errors.min()) if len(errors) else math.nan,
+            "median": float(errors.median()) if len(errors) else math.nan,
+            "diverged": int((group["status"] == "diverged").sum()),
+            "failed": int((group["status"] == "failed").sum()),
+        })
+    return rows
+
+
+def print_summary(trials, console: Console) -> None:
+    table = Table(title="top-1 error (%) per model and optimizer", title_justify="left")
+    for column in ("model", "optimizer", "n", "best", "median", "diverged", "failed"):
+        table.add_column(column, justify="left" if column in ("model", "optimizer") else "right")
+    for row in summary_rows(trials):
+        table.add_row(row["model"], row["optimizer"], str(row["n"]), f"{row['best']:.2f}",
+                      f"{row['median']:.2f}", str(row["diverged"]), str(row["failed"]))
+    console.print(table)

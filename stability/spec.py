@@ -1,0 +1,295 @@
+"""Study specs: YAML -> validated, typed `StudySpec` (DESIGN.md, "Study spec").
+
+Safe YAML only. Every problem becomes a `SpecError` whose one-line message names the key or
+file at fault and, for names, the valid choices. Nothing here starts Ray or writes files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+
+from stability.cli import UsageError, apply_assignments
+from stability.config import OPTIMIZERS, DatasetConfig, Recipe
+
+DISTRIBUTIONS = ("log_uniform", "uniform", "int_uniform", "choice")
+SAMPLERS = ("random", "sobol", "grid")
+OPTIMIZER_KNOBS = ("lr", "weight_decay", "momentum", "nesterov", "betas", "eps")
+
+
+class SpecError(UsageError):
+    """An invalid study spec or override."""
+
+
+class Distribution(BaseModel):
+    """A sampled knob: exactly one of the distribution keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["log_uniform", "uniform", "int_uniform", "choice"]
+    values: tuple[Any, ...]
+
+    @model_validator(mode="after")
+    def _check(self) -> "Distribution":
+        if self.kind == "choice":
+            if not self.values:
+                raise ValueError("choice needs a non-empty list")
+            return self
+        if len(self.values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values):
+            raise ValueError(f"{self.kind} needs two numbers [low, high], got {list(self.values)}")
+        low, high = self.values
+        if self.kind == "log_uniform" and low <= 0:
+            raise ValueError(f"log_uniform bounds must be positive, got {list(self.values)}")
+        if low >= high:
+            raise ValueError(f"{self.kind} needs low < high, got {list(self.values)}")
+        return self
+
+    def dump(self) -> dict[str, list[Any]]:
+        return {self.kind: list(self.values)}
+
+
+Knob = Union[Distribution, bool, int, float, str, list, None]
+
+
+def _to_knob(value: Any) -> Any:
+    """Read `{log_uniform: [lo, hi]}` style maps as Distributions; leave constants alone."""
+    if isinstance(value, dict):
+        if len(value) != 1:
+            raise ValueError(f"a distribution is a map with one key ({', '.join(DISTRIBUTIONS)}), got {sorted(value)}")
+        (kind, values), = value.items()
+        if kind not in DISTRIBUTIONS:
+            raise ValueError(f"unknown distribution {kind!r}; choose from: {', '.join(DISTRIBUTIONS)}")
+        if not isinstance(values, list):
+            raise ValueError(f"{kind} takes a list, got {values!r}")
+        return Distribution(kind=kind, values=tuple(values))
+    return value
+
+
+def _knob_map(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_knob(v) for k, v in value.items()}
+    return value
+
+
+def _optimizer_knob_maps(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {name: _knob_map(knobs) for name, knobs in value.items()}
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class Resources(_Strict):
+    """How trials are placed on the cluster."""
+
+    workers_per_trial: PositiveInt = Field(1, description="Ray Train workers per trial (data-parallel when > 1)")
+    cpus_per_worker: PositiveFloat = Field(1, description="CPUs reserved per worker")
+    gpus_per_worker: float | None = Field(None, ge=0, description="GPUs per worker (default: 1/trials_per_gpu when the cluster has GPUs, else 0)")
+    trials_per_gpu: PositiveInt = Field(1, description="small trials sharing one GPU")
+    max_failures: NonNegativeInt = Field(1, description="retries of a trial that raises before it is recorded as failed")
+    max_concurrent: PositiveInt | None = Field(None, description="cap on trials running at once (default: what resources allow)")
+
+
+class ModelEntry(_Strict):
+    """A model with its own search ranges (e.g. RegNetY's wider lr range)."""
+
+    name: str = Field(description="model name")
+    optimizers: dict[str, dict[str, Knob]] = Field(default_factory=dict, description="per-optimizer knob overrides")
+    model_args: dict[str, Any] = Field(default_factory=dict, description="build_model overrides for this model")
+
+    @field_validator("optimizers", mode="before")
+    @classmethod
+    def _read_distributions(cls, value: Any) -> Any:
+        return _optimizer_knob_maps(value)
+
+
+class StudySpec(_Strict):
+    """A whole study: what to train, how to sample, how to run."""
+
+    name: str = Field(description="study name; results go to <storage>/<name>/")
+    description: str = Field("", description="what the study reproduces")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig, description="the data (see DatasetConfig)")
+    models: list[Union[str, ModelEntry]] = Field(min_length=1, description="model names, or {name, optimizers, model_args}")
+    optimizers: dict[str, dict[str, Knob]] = Field(min_length=1, description="optimizer -> knobs (lr and weight_decay required)")
+    sampler: Literal["random", "sobol", "grid"] = Field("sobol", description="random, sobol (scrambled quasi-random) or grid")
+    samples: PositiveInt = Field(8, description="sampled points per model and optimizer (grid: about this many)")
+    epochs: Union[PositiveInt, list[PositiveInt]] = Field(10, description="training length; a list makes a training-length study")
+    repeats: PositiveInt = Field(1, description="seeds per sampled point")
+    seed: NonNegativeInt = Field(0, description="seed of the sampler and of the trials")
+    train: dict[str, Knob] = Field(default_factory=dict, description="recipe overrides (keys of stability.config.Recipe)")
+    model_args: dict[str, Knob] = Field(default_factory=dict, description="build_model overrides for every model")
+    resources: Resources = Field(default_factory=Resources, description="placement (see Resources)")
+
+    @field_validator("optimizers", mode="before")
+    @classmethod
+    def _read_distributions(cls, value: Any) -> Any:
+        return _optimizer_knob_maps(value)
+
+    @field_validator("train", "model_args", mode="before")
+    @classmethod
+    def _read_knob_distributions(cls, value: Any) -> Any:
+        return _knob_map(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError(f"must be letters, digits, '_', '-' or '.', got {value!r}")
+        return value
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("the epochs list is empty")
+        return value
+
+    @field_validator("train")
+    @classmethod
+    def _train_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_keys(value, Recipe.model_fields, "train")
+        return value
+
+    @field_validator("optimizers")
+    @classmethod
+    def _optimizer_keys(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, knobs in value.items():
+            if name not in OPTIMIZERS:
+                raise ValueError(f"unknown optimizer {name!r}; choose from: {', '.join(OPTIMIZERS)}")
+            _check_keys(knobs, OPTIMIZER_KNOBS, name)
+            for required in ("lr", "weight_decay"):
+                if required not in knobs:
+                    raise ValueError(f"{name}: {required} is required")
+        return value
+
+    @property
+    def epoch_list(self) -> list[int]:
+        return list(self.epochs) if isinstance(self.epochs, list) else [self.epochs]
+
+    def model_entries(self) -> list[ModelEntry]:
+        return [ModelEntry(name=m) if isinstance(m, str) else m for m in self.models]
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec as plain data (distributions as `{kind: [..]}`), for study.yaml."""
+        return _plain(self.model_dump())
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"kind", "values"} and value["kind"] in DISTRIBUTIONS:
+        return {value["kind"]: list(value["values"])}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _check_keys(knobs: dict[str, Any], valid, where: str) -> None:
+    for key in knobs:
+        if key not in valid:
+            hint = difflib.get_close_matches(key, list(valid), n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ValueError(f"unknown key {key!r} in {where}{extra}; valid: {', '.join(valid)}")
+
+
+def _error_line(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "union[")))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown key {err['loc'][-1]!r}{_suggest(err['loc'])}"
+    return f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}"
+
+
+def _suggest(loc: tuple) -> str:
+    model: Any = StudySpec
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        model = field.annotation if field is not None else None
+    fields = list(getattr(model, "model_fields", {}))
+    if not fields:
+        return ""
+    hint = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+    return (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; valid: {', '.join(fields)}"
+
+
+def builtin_names() -> list[str]:
+    """Names of the built-in studies shipped in the `search_spaces` package."""
+    root = importlib.resources.files("search_spaces")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def builtin_description(name: str) -> str:
+    text = (importlib.resources.files("search_spaces") / f"{name}.yaml").read_text()
+    data = yaml.safe_load(text) or {}
+    return str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""
+
+
+def read_spec_source(study: str) -> tuple[str, str]:
+    """(yaml text, source label) of a study given as a path or a built-in name."""
+    path = Path(study)
+    if study.endswith((".yaml", ".yml")) or path.exists():
+        if not path.is_file():
+            raise SpecError(f"study file {study} does not exist")
+        try:
+            return path.read_text(), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"cannot read study file {study}: {exc}") from None
+    if study not in builtin_names():
+        raise SpecError(f"unknown study {study!r}: not a file and not a built-in; built-ins: {', '.join(builtin_names())}")
+    return (importlib.resources.files("search_spaces") / f"{study}.yaml").read_text(), f"built-in study {study}"
+
+
+def parse_spec(text: str, source: str, overrides: list[str] = ()) -> StudySpec:
+    """Parse YAML text (safe loader) plus `--set` overrides into a validated StudySpec."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{source}: invalid YAML{line}: {problem}") from None
+    if data is None:
+        raise SpecError(f"{source}: the study spec is empty")
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a study spec is a YAML map of keys, got {type(data).__name__}")
+    apply_assignments(data, list(overrides))
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_error_line(exc, source)) from None
+
+
+def load_spec(study: str | None, overrides: list[str] = ()) -> StudySpec:
+    """Load a study by path or built-in name (None: the default study)."""
+    text, source = read_spec_source(study or "default")
+    return parse_spec(text, source, overrides)
+
+
+def check_names(spec: StudySpec) -> None:
+    """Names the registries must know: models and dataset (fast; nothing is built or loaded)."""
+    from stability.data import DatasetError, check_dataset, list_datasets
+    from stability.models import list_models
+
+    known = list_models()
+    for entry in spec.model_entries():
+        if entry.name not in known:
+            hint = difflib.get_close_matches(entry.name, known, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise SpecError(f"models: unknown model {entry.name!r}{extra}; choose from: {', '.join(known)}")
+        for opt in entry.optimizers:
+            if opt not in spec.optimizers:
+                raise SpecError(f"models.{entry.name}.optimizers: {opt!r} is not one of the study's optimizers {sorted(spec.optimizers)}")
+    if spec.dataset.name not in list_datasets():
+        raise SpecError(f"dataset.name: unknown dataset {spec.dataset.name!r}; choose from: {', '.join(list_datasets())}")
+    try:
+        check_dataset(spec.dataset.name, spec.dataset.root)
+    except DatasetError as exc:
+        raise SpecError(f"dataset: {exc}") from None

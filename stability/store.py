@@ -1,0 +1,185 @@
+"""Results store: schema-v1 Parquet datasets under `<storage>/<study>/`, written atomically.
+
+Layout (DESIGN.md, "Results"):
+    <storage>/<study>/study.yaml                 resolved spec, package versions
+    <storage>/<study>/trials.parquet/<id>.parquet one row per finished trial
+    <storage>/<study>/curves.parquet/<id>.parquet one row per epoch of that trial
+
+One file per trial, written to a hidden temporary name and renamed into place, so a reader
+never sees a half-written file, concurrent finishes never lose a row, and re-writing a trial
+replaces it instead of duplicating it. `pandas.read_parquet(<dir>/trials.parquet)` reads the
+whole table (Parquet readers skip names starting with "." or "_"). Knows Parquet, not Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+SCHEMA_VERSION = 1
+
+TRIAL_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("study", pa.string()),
+    ("trial_id", pa.string()),
+    ("model", pa.string()),
+    ("optimizer", pa.string()),
+    ("lr", pa.float64()),
+    ("weight_decay", pa.float64()),
+    ("epochs", pa.int64()),
+    ("seed", pa.int64()),
+    ("batch_size", pa.int64()),
+    ("status", pa.string()),
+    ("top1_err", pa.float64()),
+    ("best_top1_err", pa.float64()),
+    ("train_loss", pa.float64()),
+    ("wall_time_s", pa.float64()),
+    ("images_per_s", pa.float64()),
+    ("params", pa.int64()),
+    ("gflops", pa.float64()),
+    ("patch_cos_sim", pa.float64()),
+    ("error", pa.string()),
+]
+CURVE_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("study", pa.string()),
+    ("trial_id", pa.string()),
+    ("epoch", pa.int64()),
+    ("train_loss", pa.float64()),
+    ("top1_err", pa.float64()),
+    ("lr", pa.float64()),
+    ("elapsed_s", pa.float64()),
+]
+STATUSES = ("ok", "diverged", "failed")
+
+
+def extra_column_type(values: list[Any]) -> pa.DataType:
+    """Arrow type of an extra knob column from every value the plan gives it."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return pa.bool_()
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return pa.float64()
+    return pa.string()
+
+
+def _cell(value: Any, dtype: pa.DataType) -> Any:
+    if value is None:
+        return None
+    if pa.types.is_string(dtype) and not isinstance(value, str):
+        return json.dumps(value, sort_keys=True)
+    if pa.types.is_floating(dtype):
+        value = float(value)
+        return value if not math.isnan(value) else None
+    return value
+
+
+def _atomic_write_table(table: pa.Table, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text so a reader sees the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class ResultsStore:
+    """Writer and reader of one study's folder."""
+
+    root: Path
+    extra_columns: dict[str, pa.DataType] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.root / "trials.parquet"
+
+    @property
+    def curves_dir(self) -> Path:
+        return self.root / "curves.parquet"
+
+    @property
+    def spec_path(self) -> Path:
+        return self.root / "study.yaml"
+
+    def trial_schema(self) -> pa.Schema:
+        fields = TRIAL_FIELDS + sorted(self.extra_columns.items())
+        meta = {"stability_schema_version": str(SCHEMA_VERSION)}
+        return pa.schema([pa.field(n, t) for n, t in fields], metadata=meta)
+
+    def finished_ids(self) -> set[str]:
+        """Ids of trials whose row is on disk (cheap: file names only)."""
+        if not self.trials_dir.is_dir():
+            return set()
+        return {p.stem for p in self.trials_dir.glob("*.parquet") if not p.name.startswith((".", "_"))}
+
+    def write_trial(self, row: dict[str, Any], curve: list[dict[str, Any]]) -> None:
+        """Write one finished trial: its curve first, then its row (a row implies its curve)."""
+        if row.get("status") not in STATUSES:
+            raise ValueError(f"trial status must be one of {STATUSES}, got {row.get('status')!r}")
+        self.trials_dir.mkdir(parents=True, exist_ok=True)
+        self.curves_dir.mkdir(parents=True, exist_ok=True)
+        trial_id = row["trial_id"]
+        curve_schema = pa.schema([pa.field(n, t) for n, t in CURVE_FIELDS])
+        curve_rows = [{**point, "study": row["study"], "trial_id": trial_id} for point in curve]
+        curve_table = pa.Table.from_pylist(
+            [{n: _cell(r.get(n), t) for n, t in CURVE_FIELDS} for r in curve_rows], schema=curve_schema
+        )
+        _atomic_write_table(curve_table, self.curves_dir / f"{trial_id}.parquet")
+        schema = self.trial_schema()
+        record = {f.name: _cell(row.get(f.name), f.type) for f in schema}
+        _atomic_write_table(pa.Table.from_pylist([record], schema=schema), self.trials_dir / f"{trial_id}.parquet")
+
+    def write_spec(self, resolved: dict[str, Any]) -> None:
+        atomic_write_text(self.spec_path, yaml.safe_dump(resolved, sort_keys=False))
+
+    def read_spec(self) -> dict[str, Any] | None:
+        if not self.spec_path.is_file():
+            return None
+        return yaml.safe_load(self.spec_path.read_text())
+
+
+@dataclass
+class StudyResults:
+    """What a finished (or partial) study folder holds, as pandas frames."""
+
+    path: Path
+    trials: Any  # pandas.DataFrame
+    curves: Any  # pandas.DataFrame
+    spec: dict[str, Any] | None
+
+
+def read_study(path: str | os.PathLike) -> StudyResults:
+    """Read a study folder (trials, curves, resolved spec). Raises FileNotFoundError if empty."""
+    import pandas as pd
+
+    store = ResultsStore(Path(path))
+    if not store.trials_dir.exists():
+        raise FileNotFoundError(f"no results in {path}: expected {store.trials_dir}")
+    trials = pd.read_parquet(store.trials_dir)
+    if store.curves_dir.exists() and any(store.curves_dir.glob("*.parquet")):
+        curves = pd.read_parquet(store.curves_dir)
+    else:
+        curves = pd.DataFrame({n: pd.Series(dtype="object") for n, _ in CURVE_FIELDS})
+    return StudyResults(path=Path(path), trials=trials, curves=curves, spec=store.read_spec())

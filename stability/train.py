@@ -1,0 +1,98 @@
+"""`python -m stability.train`: one trial, no Ray; progress on stderr, JSON metrics on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from pydantic import ValidationError
+
+from stability.cli import UsageError, apply_assignments, fail
+from stability.config import OPTIMIZERS, TrialConfig
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m stability.train",
+        description="Train one configuration (no Ray) and print its metrics as one JSON line on stdout.",
+        epilog="example: python -m stability.train --model vit_c_tiny --optimizer adamw --lr 2e-3 "
+        "--weight-decay 0.05 --epochs 10",
+    )
+    p.add_argument("--model", required=True, help="model name (see stability.models.list_models())")
+    p.add_argument("--optimizer", required=True, choices=OPTIMIZERS)
+    p.add_argument("--lr", required=True, type=float, help="peak learning rate")
+    p.add_argument("--weight-decay", required=True, type=float)
+    p.add_argument("--epochs", required=True, type=int)
+    p.add_argument("--dataset", default="digits", help="digits (default), cifar10, cifar100, imagefolder")
+    p.add_argument("--root", default=None, help="dataset folder (cifar/imagefolder)")
+    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the dataset's)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default 128)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override, e.g. train.mixup=0.8, model_args.init_values=1e-5 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
+    return p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> TrialConfig:
+    raw = {
+        "model": args.model, "optimizer": args.optimizer, "lr": args.lr,
+        "weight_decay": args.weight_decay, "epochs": args.epochs, "seed": args.seed,
+        "dataset": {"name": args.dataset, "root": args.root, "img_size": args.img_size},
+        "train": {} if args.batch_size is None else {"batch_size": args.batch_size},
+    }
+    apply_assignments(raw, args.assignments)
+    try:
+        return TrialConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UsageError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+
+
+def validate(cfg: TrialConfig) -> None:
+    """Check names against the registries before any work starts."""
+    from stability.data import DatasetError, check_dataset
+    from stability.models import list_models
+
+    if cfg.model not in list_models():
+        raise UsageError(f"unknown model {cfg.model!r}; choose from: {', '.join(list_models())}")
+    try:
+        check_dataset(cfg.dataset.name, cfg.dataset.root)
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def train(argv: list[str] | None = None) -> dict:
+    """Run one trial from command-line arguments and return its metrics."""
+    from stability.engine import run_trial
+
+    args = parse_args(argv)
+    cfg = config_from_args(args)
+    validate(cfg)
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        metrics = run_trial(cfg, device=args.device, log=log)
+    except ValueError as exc:  # bad combinations found while building (device, batch size, ...)
+        raise UsageError(str(exc)) from None
+    metrics.pop("curve")
+    return {"trial_id": cfg.trial_id, **cfg.model_dump(mode="json", include={"model", "optimizer", "lr", "weight_decay", "epochs", "seed"}), **metrics}
+
+
+def _json_safe(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        metrics = train(argv)
+    except UsageError as exc:
+        fail(str(exc))
+    print(json.dumps({k: _json_safe(v) for k, v in metrics.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

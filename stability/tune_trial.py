@@ -1,0 +1,152 @@
+"""What runs inside one Ray Tune trial, and the driver-side callback that stores results.
+
+A one-worker trial runs the engine in the Tune trial process itself: no Ray Train start-up
+(25-50 s per trial on a small box), and with `reuse_actors` the process, its imports and
+its warm allocator serve trial after trial. A trial with `workers_per_trial > 1` builds a
+Ray Train `TorchTrainer` (Train V2) whose workers run the same engine data-parallel; their
+metrics reach Tune through `TuneReportCallback`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import ray
+from ray import tune
+
+from stability.config import TrialConfig
+from stability.store import ResultsStore
+
+FINAL = "stability_final"  # key marking the last report of a trial (its metrics)
+
+
+def _report_to(report: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    return lambda point: report({**point, FINAL: False})
+
+
+def _final(metrics: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in metrics.items() if k != "curve"}
+    out[FINAL] = True
+    return out
+
+
+def _set_threads(cpus: float) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker body: the engine with torch.distributed already set up by Ray Train."""
+    from stability.engine import run_trial
+
+    _set_threads(config["cpus"])
+    cfg = TrialConfig.model_validate(config["trial"])
+    metrics = run_trial(cfg, device="auto", on_epoch=_report_to(ray.train.report))
+    ray.train.report(_final(metrics))
+
+
+def run_in_tune(config: dict[str, Any]) -> None:
+    """Tune trial function: one trial of the plan."""
+    cfg = TrialConfig.model_validate(config["trial"])
+    resources = config["resources"]
+    if resources["workers_per_trial"] == 1:
+        from stability.engine import run_trial
+
+        _set_threads(resources["cpus_per_worker"])
+        metrics = run_trial(cfg, device="auto", on_epoch=_report_to(tune.report))
+        tune.report(_final(metrics))
+        return
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    gpus = resources["gpus_per_worker"]
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"trial": config["trial"], "cpus": resources["cpus_per_worker"]},
+        scaling_config=ScalingConfig(
+            num_workers=resources["workers_per_trial"],
+            use_gpu=gpus > 0,
+            resources_per_worker={"CPU": resources["cpus_per_worker"], **({"GPU": gpus} if gpus > 0 else {})},
+        ),
+        run_config=RunConfig(name=f"trial-{cfg.trial_id}", storage_path=config["train_storage"],
+                             callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()
+
+
+def result_row(study: str, cfg: TrialConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A trials-table row (schema v1): the config's columns plus the trial's metrics."""
+    row = {
+        "study": study, "trial_id": cfg.trial_id, "model": cfg.model, "optimizer": cfg.optimizer,
+        "lr": cfg.lr, "weight_decay": cfg.weight_decay, "epochs": cfg.epochs, "seed": cfg.seed,
+        "batch_size": cfg.train.batch_size,
+    }
+    row.update({k: metrics.get(k) for k in ("status", "top1_err", "best_top1_err", "train_loss", "wall_time_s",
+                                             "images_per_s", "params", "gflops", "patch_cos_sim")})
+    row["error"] = metrics.get("error") or ""
+    row.update(cfg.extras)
+    return row
+
+
+def failed_row(study: str, cfg: TrialConfig, message: str) -> dict[str, Any]:
+    return result_row(study, cfg, {"status": "failed", "error": message, "top1_err": math.nan})
+
+
+class StoreCallback(tune.Callback):
+    """Driver side: collects each trial's curve and writes its row when the trial ends.
+
+    Runs in the driver only, so the store has a single writer; every write is atomic.
+    """
+
+    def __init__(self, study: str, store: ResultsStore, on_finished: Callable[[dict[str, Any]], None]):
+        self.study = study
+        self.store = store
+        self.on_finished = on_finished
+        self.curves: dict[str, list[dict[str, Any]]] = {}
+
+    @staticmethod
+    def _config(trial) -> TrialConfig:
+        return TrialConfig.model_validate(trial.config["trial"])
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.curves[trial.trial_id] = []
+
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        self.curves[trial.trial_id] = []
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        curve = self.curves.setdefault(trial.trial_id, [])
+        if not result.get(FINAL, False):
+            if result.get("epoch") == 1:
+                curve.clear()  # a retried trial starts its curve again
+            curve.append({k: result.get(k) for k in ("epoch", "train_loss", "top1_err", "lr", "elapsed_s")})
+            return
+        cfg = self._config(trial)
+        row = result_row(self.study, cfg, result)
+        self.store.write_trial(row, curve)
+        self.on_finished(row)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        cfg = self._config(trial)
+        message = _last_error_line(trial)
+        row = failed_row(self.study, cfg, message)
+        self.store.write_trial(row, [])
+        self.on_finished(row)
+
+
+def _last_error_line(trial) -> str:
+    """The exception line of a failed trial's traceback (Tune's text error file; no pickle)."""
+    try:
+        text = str(trial.get_error() or "")
+    except Exception:  # the error file may be gone with a lost node
+        text = None
+    if not text:
+        return "trial failed (no error message recorded)"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line:
+            return line[-500:]
+    return lines[-1][-500:]
