@@ -275,7 +275,7 @@ def load_spec(study: str | None, overrides: list[str] = ()) -> StudySpec:
 
 def check_names(spec: StudySpec) -> None:
     """Names the registries must know: models and dataset (fast; nothing is built or loaded)."""
-    from stability.data import DatasetError, check_dataset, list_datasets
+    from stability.data import list_datasets
     from stability.models import list_models
 
     known = list_models()
@@ -289,6 +289,14 @@ def check_names(spec: StudySpec) -> None:
                 raise SpecError(f"models.{entry.name}.optimizers: {opt!r} is not one of the study's optimizers {sorted(spec.optimizers)}")
     if spec.dataset.name not in list_datasets():
         raise SpecError(f"dataset.name: unknown dataset {spec.dataset.name!r}; choose from: {', '.join(list_datasets())}")
+
+
+def check_data(spec: StudySpec) -> None:
+    """The dataset's files must be there (or downloadable when the spec allows it)."""
+    from stability.data import DatasetError, check_dataset
+
+    if spec.dataset.download:
+        return
     try:
         check_dataset(spec.dataset.name, spec.dataset.root)
     except DatasetError as exc:

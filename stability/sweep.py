@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stability.cli import UsageError, fail
-from stability.spec import SpecError, StudySpec, builtin_description, builtin_names, check_names, load_spec, parse_spec
+from stability.spec import SpecError, StudySpec, builtin_description, builtin_names, check_data, check_names, load_spec, parse_spec
 
 EXIT_INTERRUPTED = 130
 
@@ -174,9 +174,15 @@ def sweep(argv: list[str] | None = None) -> int:
     spec = resolve_spec(args)
     check_names(spec)
     plan = plan_trials(spec)
-    if args.dry_run:
-        print(json.dumps(plan_summary(spec, plan)))
+    if args.dry_run:  # a plan can be inspected before the data is in place
+        summary = plan_summary(spec, plan)
+        try:
+            check_data(spec)
+        except SpecError as exc:
+            summary["warnings"] = [str(exc)]
+        print(json.dumps(summary))
         return 0
+    check_data(spec)
     root = Path(args.storage) / spec.name
     check_storage(root)
     if args.address:

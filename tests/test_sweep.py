@@ -1,0 +1,101 @@
+"""`python -m stability.sweep` against a real local Ray cluster: schema, re-runs, kill -9 + resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import REPO, TESTS, run_cli, wait_for
+from stability.sampling import plan_trials
+from stability.spec import load_spec
+
+TINY = str(TESTS / "data" / "tiny.yaml")
+TRIAL_COLUMNS = ["study", "trial_id", "model", "optimizer", "lr", "weight_decay", "epochs", "seed", "batch_size",
+                 "status", "top1_err", "best_top1_err", "train_loss", "wall_time_s", "images_per_s", "params",
+                 "gflops", "patch_cos_sim", "error"]
+CURVE_COLUMNS = ["study", "trial_id", "epoch", "train_loss", "top1_err", "lr", "elapsed_s"]
+
+
+def test_dry_run_prints_plan_without_ray_or_files(tmp_path):
+    started = time.monotonic()
+    out = run_cli("stability.sweep", TINY, "--dry-run", "--storage", str(tmp_path / "runs"))
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout.strip().splitlines()[-1])
+    assert plan["trials"] == 8 and plan["epochs"] == [2]
+    assert plan["counts"] == {"vit_p_tiny": {"adamw": 2, "sgd": 2}, "vit_c_tiny": {"adamw": 2, "sgd": 2}}
+    assert not (tmp_path / "runs").exists()
+    assert time.monotonic() - started < 60
+
+
+def test_dead_address_fails_fast(tmp_path):
+    started = time.monotonic()
+    out = run_cli("stability.sweep", TINY, "--address", "127.0.0.1:9", "--storage", str(tmp_path))
+    assert out.returncode == 2
+    assert "no Ray cluster answers" in out.stderr and "Traceback" not in out.stderr
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "tiny").exists()
+
+
+@pytest.mark.ray
+def test_sweep_on_cluster_writes_schema_and_reruns_add_nothing(ray_cluster, tmp_path):
+    storage = tmp_path / "runs"
+    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(storage),
+                  env=ray_cluster["env"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = storage / "tiny"
+    trials = pd.read_parquet(study / "trials.parquet")
+    curves = pd.read_parquet(study / "curves.parquet")
+    schema = pq.read_schema(next((study / "trials.parquet").glob("*.parquet")))
+    assert schema.names[: len(TRIAL_COLUMNS)] == TRIAL_COLUMNS
+    assert "mixup" in schema.names  # a sampled knob becomes a column
+    assert list(curves.columns) == CURVE_COLUMNS
+    plan = plan_trials(load_spec(TINY))
+    assert sorted(trials["trial_id"]) == sorted(c.trial_id for c in plan)
+    assert set(trials["status"]) <= {"ok", "diverged"}
+    assert len(curves) == 2 * len(trials) and set(curves["epoch"]) == {1, 2}
+    assert trials["top1_err"].between(0, 100).all() and (trials["params"] > 0).all()
+    saved = yaml.safe_load((study / "study.yaml").read_text())
+    assert saved["spec"]["name"] == "tiny" and saved["schema_version"] == 1 and "torch" in saved["versions"]
+    assert "report: python -m stability.report" in out.stderr
+
+    again = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(storage),
+                    env=ray_cluster["env"])
+    assert again.returncode == 0 and "nothing to run" in again.stderr
+    assert len(pd.read_parquet(study / "trials.parquet")) == len(trials)
+
+
+@pytest.mark.ray
+def test_killed_driver_loses_nothing_and_resume_completes(ray_cluster, tmp_path):
+    storage = tmp_path / "runs"
+    args = [sys.executable, "-m", "stability.sweep", TINY, "--address", ray_cluster["address"],
+            "--storage", str(storage), "--set", "epochs=4", "--set", "samples=3"]
+    driver = subprocess.Popen(args, cwd=REPO, env=ray_cluster["env"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    trials_dir = storage / "tiny" / "trials.parquet"
+    try:
+        assert wait_for(lambda: trials_dir.is_dir() and len(list(trials_dir.glob("*.parquet"))) >= 2, timeout=300)
+    finally:
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    kept = set(pd.read_parquet(trials_dir)["trial_id"])
+    plan = plan_trials(load_spec(TINY, ["epochs=4", "samples=3"]))
+    assert 2 <= len(kept) < len(plan)
+
+    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(storage),
+                  "--set", "epochs=4", "--set", "samples=3", "--resume", env=ray_cluster["env"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"{len(kept)} of {len(plan)} trials already finished" in out.stderr
+    trials = pd.read_parquet(trials_dir)
+    assert len(trials) == len(plan) and trials["trial_id"].is_unique
+    assert set(trials["trial_id"]) == {c.trial_id for c in plan}
+    curves = pd.read_parquet(storage / "tiny" / "curves.parquet")
+    assert not curves.duplicated(["trial_id", "epoch"]).any()
