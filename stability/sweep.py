@@ -107,6 +107,10 @@ def connect_ray(address: str | None, num_cpus: int | None, verbose: bool) -> Non
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not verbose:  # Tune's legacy reporter honours verbose=0; keep trial tracebacks out of the live line
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+        logging.getLogger("ray.train").setLevel(logging.CRITICAL)
     common: dict[str, Any] = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
     try:
         if address:

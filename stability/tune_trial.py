@@ -10,6 +10,7 @@ metrics reach Tune through `TuneReportCallback`.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Callable
 
 import ray
@@ -140,12 +141,12 @@ class StoreCallback(tune.Callback):
 def _last_error_line(trial) -> str:
     """The exception line of a failed trial's traceback (Tune's text error file; no pickle)."""
     try:
-        text = str(trial.get_error() or "")
-    except Exception:  # the error file may be gone with a lost node
-        text = None
-    if not text:
-        return "trial failed (no error message recorded)"
+        text = Path(trial.error_file).read_text() if trial.error_file else ""
+    except OSError:  # the error file may be gone with a lost node
+        text = ""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return "trial failed (no error message recorded)"
     for line in reversed(lines):
         if "Error" in line or "Exception" in line:
             return line[-500:]
