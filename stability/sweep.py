@@ -65,12 +65,19 @@ def resolve_spec(args: argparse.Namespace) -> StudySpec:
 
 
 def check_storage(root: Path) -> None:
-    """Fail before any work if the study folder cannot be written."""
-    probe_parent = root
-    while not probe_parent.exists():
-        probe_parent = probe_parent.parent
-    if not probe_parent.is_dir() or not os.access(probe_parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--storage: cannot write to {probe_parent} (needed for {root}); choose a writable folder")
+    """Fail before any work if the study folder cannot be written (a real probe: root passes
+    permission checks that the file system still refuses)."""
+    parent = root.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is not a folder")
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--storage: cannot write to {parent} (needed for {root}): "
+                         f"{exc.strerror or exc}; choose a writable folder") from None
 
 
 def check_address(address: str) -> None:
