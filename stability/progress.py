@@ -37,6 +37,13 @@ class SweepProgress(tune.Callback):
         self.console = console or Console(stderr=True)
         self.live = Live(console=self.console, refresh_per_second=2, transient=True) if self.console.is_terminal else None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune snapshots its callbacks; terminal handles stay out of the snapshot."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("console", "live")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, console=Console(stderr=True), live=None)
+
     def __enter__(self) -> "SweepProgress":
         if self.live is not None:
             self.live.start()

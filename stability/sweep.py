@@ -104,8 +104,9 @@ def versions() -> dict[str, str]:
 
     import stability
 
-    return {"stability": stability.__version__, "python": platform.python_version(), "torch": torch.__version__,
-            "timm": timm.__version__, "ray": ray.__version__, "pyarrow": pyarrow.__version__}
+    found = {"stability": stability.__version__, "python": platform.python_version(), "torch": torch.__version__,
+             "timm": timm.__version__, "ray": ray.__version__, "pyarrow": pyarrow.__version__}
+    return {name: str(version) for name, version in found.items()}  # torch's version is a str subclass
 
 
 def connect_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
