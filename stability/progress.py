@@ -34,7 +34,7 @@ class SweepProgress(tune.Callback):
         self.diverged = 0
         self.best: tuple[float, str] | None = None
         self.start = time.monotonic()
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self.live = Live(console=self.console, refresh_per_second=2, transient=True) if self.console.is_terminal else None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -42,7 +42,7 @@ class SweepProgress(tune.Callback):
         return {k: v for k, v in self.__dict__.items() if k not in ("console", "live")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, console=Console(stderr=True), live=None)
+        self.__dict__.update(state, console=Console(stderr=True, soft_wrap=True), live=None)
 
     def __enter__(self) -> "SweepProgress":
         if self.live is not None:

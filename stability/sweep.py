@@ -178,7 +178,7 @@ def sweep(argv: list[str] | None = None) -> int:
     from stability.store import ResultsStore, extra_column_type, read_study
 
     args = parse_args(argv)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     if args.list:
         for name in builtin_names():
             print(f"{name:28s} {builtin_description(name)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -31,7 +32,9 @@ def ray_bin() -> str:
 def ray_cluster():
     """Address of a local head node (2 CPUs) shared by the Ray tests; stopped afterwards."""
     tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "RAY_TMPDIR": tmp}
+    # Ray >= 2.59 authenticates clients of local clusters: give the head node and every
+    # driver of the tests the same token.
+    env = {**os.environ, "RAY_TMPDIR": tmp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     port = free_port()
     subprocess.run([ray_bin(), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
                     "--include-dashboard=false", "--node-ip-address=127.0.0.1", "--disable-usage-stats"],
