@@ -130,27 +130,37 @@ def connect_ray(address: str | None, num_cpus: int | None, verbose: bool) -> Non
                          "start a cluster with `ray start --head` or omit --address") from None
 
 
+TRIAL_DRIVER_CPUS = 0.01  # a data-parallel trial's own process only drives its TorchTrainer
+
+
 def placement(spec: StudySpec) -> dict[str, Any]:
-    """Resources per trial, with GPUs decided by what the cluster has."""
+    """Resources per trial, with GPUs decided by what the cluster has; refuses a trial that
+    could never be placed (Ray would wait for it forever)."""
     import ray
 
     res = spec.resources
+    cluster = ray.cluster_resources()
     gpus = res.gpus_per_worker
     if gpus is None:
-        gpus = 1.0 / res.trials_per_gpu if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        gpus = 1.0 / res.trials_per_gpu if cluster.get("GPU", 0) > 0 else 0.0
+    cpus_needed = res.workers_per_trial * res.cpus_per_worker + (TRIAL_DRIVER_CPUS if res.workers_per_trial > 1 else 0)
+    gpus_needed = res.workers_per_trial * gpus
+    if cpus_needed > cluster.get("CPU", 0) or gpus_needed > cluster.get("GPU", 0):
+        raise UsageError(f"resources: one trial needs {cpus_needed:g} CPUs and {gpus_needed:g} GPUs but the cluster has "
+                         f"{cluster.get('CPU', 0):g} CPUs and {cluster.get('GPU', 0):g} GPUs; lower "
+                         f"resources.workers_per_trial / cpus_per_worker / gpus_per_worker")
     return {"workers_per_trial": res.workers_per_trial, "cpus_per_worker": res.cpus_per_worker, "gpus_per_worker": gpus}
 
 
-def run_trials(spec: StudySpec, todo: list, store, progress, verbose: bool) -> None:
+def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, progress, verbose: bool) -> None:
     from ray import tune
 
     from stability.tune_trial import StoreCallback, run_in_tune
 
-    resources = placement(spec)
     if resources["workers_per_trial"] == 1:
         trainable = tune.with_resources(run_in_tune, {"cpu": resources["cpus_per_worker"], "gpu": resources["gpus_per_worker"]})
     else:  # the trial process only drives a TorchTrainer; its workers hold the resources
-        trainable = tune.with_resources(run_in_tune, {"cpu": 0.01})
+        trainable = tune.with_resources(run_in_tune, {"cpu": TRIAL_DRIVER_CPUS})
     with tempfile.TemporaryDirectory(prefix="stability-tune-") as tune_dir:
         param_space = {
             "trial": tune.grid_search([cfg.model_dump(mode="json") for cfg in todo]),
@@ -216,12 +226,13 @@ def sweep(argv: list[str] | None = None) -> int:
             console.print(f"study {spec.name}: {finished_before} of {len(plan)} trials already finished; running {len(todo)}.")
         else:
             console.print(f"study {spec.name}: running {len(plan)} trials -> {root}")
-        store.write_spec({"schema_version": 1, "spec": spec.resolved(), "versions": versions()})
         connect_ray(args.address, args.num_cpus, args.verbose)
+        resources = placement(spec)
+        store.write_spec({"schema_version": 1, "spec": spec.resolved(), "versions": versions()})
         from stability.progress import SweepProgress
 
         with SweepProgress(total=len(plan), already_done=finished_before, console=console) as progress:
-            run_trials(spec, todo, store, progress, args.verbose)
+            run_trials(spec, resources, todo, store, progress, args.verbose)
 
     from stability.progress import print_summary
 

@@ -99,3 +99,25 @@ def test_killed_driver_loses_nothing_and_resume_completes(ray_cluster, tmp_path)
     assert set(trials["trial_id"]) == {c.trial_id for c in plan}
     curves = pd.read_parquet(storage / "tiny" / "curves.parquet")
     assert not curves.duplicated(["trial_id", "epoch"]).any()
+
+
+@pytest.mark.ray
+def test_data_parallel_trial_runs_through_ray_train(ray_cluster, tmp_path):
+    """workers_per_trial > 1: a TorchTrainer (gloo on CPUs) runs the engine; its metrics reach the store."""
+    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(tmp_path),
+                  "--set", "name=ddp", "--set", "samples=1", "--set", "models=[vit_c_tiny]", "--set", "epochs=1",
+                  "--set", "optimizers={adamw: {lr: 0.002, weight_decay: 0.05}}",
+                  "--set", "resources.workers_per_trial=2", "--set", "resources.cpus_per_worker=0.5",
+                  env=ray_cluster["env"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "ddp" / "trials.parquet")
+    assert len(trials) == 1 and trials["status"].iloc[0] == "ok"
+    assert len(pd.read_parquet(tmp_path / "ddp" / "curves.parquet")) == 1
+
+
+@pytest.mark.ray
+def test_a_trial_that_cannot_be_placed_is_refused(ray_cluster, tmp_path):
+    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(tmp_path),
+                  "--set", "resources.workers_per_trial=3", env=ray_cluster["env"], timeout=120)
+    assert out.returncode == 2 and "one trial needs 3 CPUs" in out.stderr
+    assert not (tmp_path / "tiny" / "trials.parquet").exists()

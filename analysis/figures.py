@@ -1,0 +1,253 @@
+"""The data of every report figure, one pure function each (rendered by `analysis.plots`).
+
+Each function takes the trials frame (and the curves frame where needed), selects one
+(optimizer, epochs) slice, and returns plain dataclasses of numpy arrays and raw strings.
+Arms are the compared lines of a figure: a model (prefixed by its study when several studies
+are compared, suffixed by the user's split columns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.edf import delta_to_best, edf, edf_band, edf_grid, normalized_weights
+from analysis.stats import ERROR, arm_fields, arm_label, expected_best_curve, good_range, iter_groups, usable_trials
+
+LR_WD = "lr*wd"
+PARAM_TITLES = {"lr": "learning rate", "weight_decay": "weight decay", LR_WD: "lr x weight decay"}
+
+
+@dataclass
+class Line:
+    """One curve: points (x, y), an optional band (band_x, lo, hi), hover text per point."""
+
+    arm: str
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    band_x: np.ndarray | None = None
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+    text: list[str] | None = None
+    dash: str = "solid"
+    step: bool = False
+    panel: str = ""  # lines of different panels are drawn side by side
+
+
+@dataclass
+class LinesData:
+    title: str
+    x_title: str
+    y_title: str
+    lines: list[Line]
+    x_log: bool = False
+
+
+@dataclass
+class Points:
+    arm: str
+    x: np.ndarray
+    y: np.ndarray
+    diverged: np.ndarray
+    text: list[str]
+
+
+@dataclass
+class HparamPanel:
+    param: str
+    title: str
+    log: bool
+    points: list[Points]
+    ranges: dict[str, tuple[float, float, float]]  # arm -> good range (lo, median, hi)
+
+
+@dataclass
+class HparamData:
+    title: str
+    panels: list[HparamPanel]
+
+
+@dataclass
+class OptimizerBox:
+    arm: str
+    optimizer: str
+    errors: np.ndarray
+    best: float
+
+
+@dataclass
+class OptimizerData:
+    title: str
+    boxes: list[OptimizerBox]
+    gaps: dict[str, float] = field(default_factory=dict)  # arm -> best of last optimizer - best of first
+
+
+def slices(trials: pd.DataFrame) -> list[tuple[str, int]]:
+    """The (optimizer, epochs) pairs present among usable trials, sorted."""
+    usable = usable_trials(trials)
+    pairs = usable[["optimizer", "epochs"]].drop_duplicates().itertuples(index=False)
+    return sorted((str(o), int(e)) for o, e in pairs)
+
+
+def _select(trials: pd.DataFrame, optimizer: str, epochs: int, split_by: Sequence[str]):
+    """The usable rows of one slice and the fields naming its arms (decided on the whole study,
+    so an arm has the same name, and colour, in every figure)."""
+    usable = usable_trials(trials)
+    rows = usable[(usable["optimizer"] == optimizer) & (usable["epochs"] == epochs)]
+    return rows, arm_fields(usable, split_by)
+
+
+def _arms(rows: pd.DataFrame, fields: list[str]):
+    for key, g in iter_groups(rows, fields):
+        yield arm_label(key, fields), g
+
+
+def _hover(rows: pd.DataFrame) -> list[str]:
+    return [f"trial {t}<br>lr {lr:.3g}, wd {wd:.3g}<br>error {e:.2f} ({s})" for t, lr, wd, e, s in
+            zip(rows["trial_id"], rows["lr"], rows["weight_decay"], rows[ERROR], rows["status"])]
+
+
+def edf_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, delta: bool = False, split_by: Sequence[str] = (),
+             weight_by: str | None = None, bins: int = 10, n_boot: int = 200, seed: int = 0) -> LinesData:
+    """EDF of each arm's errors (or of error minus the arm's best with `delta`), labelled
+    `arm [n, best, mean]` (pycls' n | min | mean), with a pointwise bootstrap band; `weight_by` a covariate column
+    gives the normalised EDF (no band)."""
+    rows, fields = _select(trials, optimizer, epochs, split_by)
+    arms = list(_arms(rows, fields))
+    values = {arm: g[ERROR].to_numpy(float) for arm, g in arms}
+    shown = {arm: delta_to_best(v) if delta else v for arm, v in values.items()}
+    grid = edf_grid(*shown.values())
+    lines = []
+    for arm, g in arms:
+        v = values[arm]
+        weights = normalized_weights(g[weight_by].to_numpy(float), bins) if weight_by else None
+        x, y = edf(shown[arm], weights)
+        line = Line(arm, f"{arm} [n={len(v)}, best={v.min():.2f}, mean={v.mean():.2f}]", x, y, step=True)
+        if weight_by is None:
+            lo, hi = edf_band(v, grid, delta=delta, n_boot=n_boot, seed=seed)
+            line.band_x, line.lo, line.hi = grid, lo, hi
+        lines.append(line)
+    kind = "top-1 error minus best (points)" if delta else "top-1 error (%)"
+    title = f"{'Delta-to-best' if delta else 'Error'} EDF{' (normalised by ' + weight_by + ')' if weight_by else ''}: " \
+            f"{optimizer}, {epochs} epochs"
+    return LinesData(title, kind, "cumulative share of trials", lines)
+
+
+def expected_best_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, split_by: Sequence[str] = (),
+                       n_boot: int = 200, seed: int = 0) -> LinesData:
+    """Expected best error of k trials drawn without replacement, k = 1..n, with a band."""
+    rows, fields = _select(trials, optimizer, epochs, split_by)
+    lines = []
+    for arm, g in _arms(rows, fields):
+        ks, mean, lo, hi = expected_best_curve(g[ERROR].to_numpy(float), n_boot=n_boot, seed=seed)
+        lines.append(Line(arm, arm, ks.astype(float), mean, ks.astype(float), lo, hi))
+    return LinesData(f"Expected best of k trials: {optimizer}, {epochs} epochs", "trials k", "expected best top-1 error (%)",
+                     lines, x_log=True)
+
+
+def hparam_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, params: Sequence[str] = ("lr", "weight_decay", LR_WD),
+                split_by: Sequence[str] = (), n_resamples: int = 2500, seed: int = 0) -> HparamData:
+    """Error against each hyper-parameter (diverged trials flagged) and each arm's good range."""
+    rows, fields = _select(trials, optimizer, epochs, split_by)
+    rows = rows.assign(**{LR_WD: rows["lr"] * rows["weight_decay"]})
+    arms = list(_arms(rows, fields))
+    panels = []
+    for p in params:
+        if p not in rows or not pd.api.types.is_numeric_dtype(rows[p]) or pd.api.types.is_bool_dtype(rows[p]):
+            continue
+        vals = rows[p].to_numpy(float)
+        log = bool(np.all(vals[np.isfinite(vals)] > 0))
+        points, ranges = [], {}
+        for arm, g in arms:
+            x = g[p].to_numpy(float)
+            points.append(Points(arm, x, g[ERROR].to_numpy(float), (g["status"] == "diverged").to_numpy(), _hover(g)))
+            ranges[arm] = good_range(g[ERROR].to_numpy(float), x, n_resamples=n_resamples, seed=seed)
+        panels.append(HparamPanel(p, PARAM_TITLES.get(p, p), log, points, ranges))
+    return HparamData(f"Error vs hyper-parameters: {optimizer}, {epochs} epochs", panels)
+
+
+def learning_curves_data(trials: pd.DataFrame, curves: pd.DataFrame, optimizer: str, epochs: int, *,
+                         split_by: Sequence[str] = (), metric: str = ERROR) -> LinesData:
+    """Per-epoch `metric` of each arm's best (solid) and worst (dotted) trial."""
+    rows, fields = _select(trials, optimizer, epochs, split_by)
+    lines = []
+    for arm, g in _arms(rows, fields):
+        ordered = g.sort_values([ERROR, "trial_id"], kind="stable")
+        picks = [("best", "solid", ordered.iloc[0])]
+        if len(ordered) > 1:
+            picks.append(("worst", "dot", ordered.iloc[-1]))
+        for which, dash, trial in picks:
+            c = curves[(curves["study"] == trial["study"]) & (curves["trial_id"] == trial["trial_id"])].sort_values("epoch")
+            y = pd.to_numeric(c[metric], errors="coerce").to_numpy(float)
+            y = np.where(np.isfinite(y), y, np.nan)
+            name = f"{arm} {which} ({trial[ERROR]:.2f}, {trial['status']})"
+            lines.append(Line(arm, name, c["epoch"].to_numpy(float), y, dash=dash,
+                              text=[f"trial {trial['trial_id']}"] * len(c)))
+    y_title = {ERROR: "top-1 error (%)", "train_loss": "train loss"}.get(metric, metric)
+    return LinesData(f"Learning curves: {optimizer}, {epochs} epochs", "epoch", y_title, lines)
+
+
+def optimizer_data(trials: pd.DataFrame, epochs: int, *, split_by: Sequence[str] = ()) -> OptimizerData:
+    """Error distribution and best error of each optimizer per arm (optimizer stability), and
+    the gap between the best errors of the last and first optimizer (alphabetical: sgd - adamw)."""
+    usable = usable_trials(trials)
+    rows = usable[usable["epochs"] == epochs]
+    fields = arm_fields(usable, split_by)
+    boxes, gaps = [], {}
+    for arm, g in _arms(rows, fields):
+        best = {}
+        for key, r in iter_groups(g, ["optimizer"]):
+            e = r[ERROR].to_numpy(float)
+            best[key["optimizer"]] = float(e.min())
+            boxes.append(OptimizerBox(arm, str(key["optimizer"]), e, float(e.min())))
+        if len(best) > 1:
+            names = sorted(best)
+            gaps[arm] = best[names[-1]] - best[names[0]]
+    return OptimizerData(f"Optimizer stability: {epochs} epochs", boxes, gaps)
+
+
+def epochs_data(trials: pd.DataFrame, *, split_by: Sequence[str] = ()) -> LinesData:
+    """Best (solid) and median (dashed) error against the training length, per arm, one panel
+    per optimizer."""
+    usable = usable_trials(trials)
+    fields = arm_fields(usable, split_by)
+    lines = []
+    for key, g in iter_groups(usable, ["optimizer"] + fields):
+        arm = arm_label(key, fields)
+        per = g.groupby("epochs")[ERROR].agg(["min", "median"]).sort_index()
+        x = per.index.to_numpy(float)
+        lines.append(Line(arm, f"{arm} best", x, per["min"].to_numpy(float), panel=str(key["optimizer"])))
+        lines.append(Line(arm, f"{arm} median", x, per["median"].to_numpy(float), dash="dash", panel=str(key["optimizer"])))
+    return LinesData("Training-length stability", "epochs", "top-1 error (%)", lines, x_log=True)
+
+
+def epoch_budgets(trials: pd.DataFrame) -> list[int]:
+    return sorted(int(e) for e in usable_trials(trials)["epochs"].unique())
+
+
+def arm_names(trials: pd.DataFrame, split_by: Sequence[str] = ()) -> list[str]:
+    """Every arm of the study in a stable order (for one colour per arm across figures)."""
+    usable = usable_trials(trials)
+    return [arm for arm, _ in _arms(usable, arm_fields(usable, split_by))]
+
+
+def sampled_columns(trials: pd.DataFrame, spec: dict[str, Any] | None) -> list[str]:
+    """lr, weight_decay and every other numeric knob the spec samples (a distribution map)."""
+    found = ["lr", "weight_decay"]
+    body = (spec or {}).get("spec", spec or {})
+    tables = list((body.get("optimizers") or {}).values())
+    for entry in body.get("models") or []:
+        if isinstance(entry, dict):
+            tables += list((entry.get("optimizers") or {}).values())
+    tables += [body.get("train") or {}, body.get("model_args") or {}]
+    for table in tables:
+        for key, value in (table or {}).items():
+            if isinstance(value, dict) and set(value) & {"log_uniform", "uniform", "int_uniform"}:
+                if key in trials and key not in found and pd.api.types.is_numeric_dtype(trials[key]):
+                    found.append(key)
+    return found

@@ -1,0 +1,40 @@
+"""Name -> constructor registry (timm style): `@register_model("name")` on a builder function."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+ModelBuilder = Callable[..., nn.Module]
+_BUILDERS: dict[str, ModelBuilder] = {}
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Register `builder(num_classes, img_size, **overrides) -> nn.Module` under `name`."""
+
+    def decorate(builder: ModelBuilder) -> ModelBuilder:
+        if name in _BUILDERS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _BUILDERS[name] = builder
+        return builder
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_BUILDERS)
+
+
+def build_model(name: str, num_classes: int, img_size: int, **overrides: Any) -> nn.Module:
+    """Build a freshly initialised model (never pretrained); `overrides` go to the timm constructor."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; choose from: {', '.join(list_models())}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
+        raise ValueError(f"img_size must be a positive integer, got {img_size!r}")
+    if overrides.pop("pretrained", False):
+        raise ValueError("pretrained weights are not supported: models are always built from scratch")
+    return _BUILDERS[name](num_classes=num_classes, img_size=img_size, **overrides)

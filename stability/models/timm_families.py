@@ -1,0 +1,89 @@
+"""DeiT, CaiT and RegNetY built from timm's own definitions (never pretrained)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import timm
+from torch import nn
+
+from .registry import register_model
+
+
+def _check_divisible(img_size: int, patch_size: int) -> None:
+    if img_size % patch_size:
+        raise ValueError(f"img_size {img_size} is not divisible by the patch size {patch_size}")
+
+
+def build_deit(variant: str, patch_size: int, *, num_classes: int, img_size: int, **overrides: Any) -> nn.Module:
+    """timm DeiT (`VisionTransformer`, or `VisionTransformerDistilled` for the distilled variants)."""
+    patch_size = overrides.pop("patch_size", patch_size)
+    _check_divisible(img_size, patch_size)
+    return timm.create_model(variant, pretrained=False, num_classes=num_classes, img_size=img_size,
+                             patch_size=patch_size, **overrides)
+
+
+def cait_layer_scale_init(depth: int) -> float:
+    """CaiT's LayerScale initial value: 0.1 up to 18 blocks, 1e-5 up to 24, 1e-6 deeper."""
+    if depth <= 18:
+        return 0.1
+    if depth <= 24:
+        return 1e-5
+    return 1e-6
+
+
+def build_cait(
+    variant: str, patch_size: int, depth: int, *, num_classes: int, img_size: int, **overrides: Any
+) -> nn.Module:
+    """timm CaiT (talking-heads self-attention blocks, then `depth_token_only` class-attention blocks)."""
+    patch_size = overrides.pop("patch_size", patch_size)
+    depth = overrides.pop("depth", depth)
+    _check_divisible(img_size, patch_size)
+    init_values = overrides.pop("init_values", cait_layer_scale_init(depth))
+    return timm.create_model(variant, pretrained=False, num_classes=num_classes, img_size=img_size,
+                             patch_size=patch_size, depth=depth, init_values=init_values, **overrides)
+
+
+def build_regnety(variant: str, *, num_classes: int, img_size: int, **overrides: Any) -> nn.Module:
+    """timm RegNetY; global average pooling makes it work at any input size (img_size is not needed)."""
+    del img_size
+    return timm.create_model(variant, pretrained=False, num_classes=num_classes, **overrides)
+
+
+DEIT_VARIANTS = {
+    "deit_tiny": ("deit_tiny_patch16_224", 16),
+    "deit_small": ("deit_small_patch16_224", 16),
+    "deit_base": ("deit_base_patch16_224", 16),
+    "deit_tiny_distilled": ("deit_tiny_distilled_patch16_224", 16),
+    "deit_small_distilled": ("deit_small_distilled_patch16_224", 16),
+    "deit_base_distilled": ("deit_base_distilled_patch16_224", 16),
+    "deit_tiny_p4": ("deit_tiny_patch16_224", 4),
+    "deit_small_p4": ("deit_small_patch16_224", 4),
+    "deit_tiny_distilled_p4": ("deit_tiny_distilled_patch16_224", 4),
+}
+
+CAIT_VARIANTS = {
+    "cait_xxs24": ("cait_xxs24_224", 16, 24),
+    "cait_s24": ("cait_s24_224", 16, 24),
+    "cait_xxs24_p4": ("cait_xxs24_224", 4, 24),
+    "cait_xxs12_p4": ("cait_xxs24_224", 4, 12),
+}
+
+REGNETY_VARIANTS = {
+    "regnety_1gf": "regnety_016",
+    "regnety_4gf": "regnety_040",
+    "regnety_16gf": "regnety_160",
+}
+
+
+def _register_families() -> None:
+    for name, (variant, patch) in DEIT_VARIANTS.items():
+        register_model(name)(partial(build_deit, variant, patch))
+    for name, (variant, patch, depth) in CAIT_VARIANTS.items():
+        register_model(name)(partial(build_cait, variant, patch, depth))
+    for name, variant in REGNETY_VARIANTS.items():
+        register_model(name)(partial(build_regnety, variant))
+
+
+_register_families()
