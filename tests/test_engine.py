@@ -35,8 +35,9 @@ def test_short_trial_learns_and_near_zero_lr_does_not():
     good = run_trial(tiny(), device="cpu", on_epoch=epochs_seen.append)
     stuck = run_trial(tiny(lr=1e-8), device="cpu")
     assert good["status"] == "ok" and stuck["status"] == "ok"
-    assert good["top1_err"] < 40.0, good  # chance is 90%
-    assert stuck["top1_err"] > 70.0, stuck
+    assert good["top1_err"] < 60.0, good  # chance is 90%
+    assert stuck["top1_err"] > 75.0, stuck
+    assert good["top1_err"] < stuck["top1_err"] - 30.0
     assert [p["epoch"] for p in epochs_seen] == [1, 2, 3, 4]
     assert good["best_top1_err"] <= good["top1_err"]
     assert good["params"] > 0 and good["gflops"] > 0 and good["images_per_s"] > 0
