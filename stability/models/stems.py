@@ -50,12 +50,16 @@ class ConvStemEmbed(nn.Module):
         bias: bool = True,
         output_fmt: str | None = None,
         strict_img_size: bool = True,
+        dynamic_img_pad: bool = False,
+        norm_layer: Any = None,
         device: Any = None,
         dtype: Any = None,
-        **_unused: Any,
+        **_ignored: Any,
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
+        if dynamic_img_pad or norm_layer is not None:
+            raise ValueError("the conv stem supports neither dynamic_img_pad nor an embedding norm_layer")
         if _pair(patch_size) != (spec.total_stride, spec.total_stride):
             raise ValueError(f"conv stem strides multiply to {spec.total_stride}, but patch_size={patch_size}")
         if output_fmt not in (None, "NHWC", "NLC", "NCHW"):
@@ -95,6 +99,15 @@ class ConvStemEmbed(nn.Module):
             last.weight.normal_(0.0, math.sqrt(1.0 / last.out_channels))
             if last.bias is not None:
                 last.bias.zero_()
+
+    def set_input_size(self, img_size: int | tuple[int, int] | None = None, patch_size: Any = None) -> None:
+        """Adopt a new input size (timm's `VisionTransformer.set_input_size`); the stride is fixed."""
+        if patch_size is not None and _pair(patch_size) != self.patch_size:
+            raise ValueError("a conv stem cannot change its patch size")
+        if img_size is not None:
+            self.img_size = _pair(img_size)
+            self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+            self.num_patches = self.grid_size[0] * self.grid_size[1]
 
     def feat_ratio(self, as_scalar: bool = True) -> int | tuple[int, int]:
         return max(self.patch_size) if as_scalar else self.patch_size

@@ -36,8 +36,9 @@ PAPER_SIZES: dict[str, ViTSize] = {
     "36gf": ViTSize(depth=14, width=1024, heads=16, mlp_ratio=4.0, patch_size=16),
 }
 
+# tiny: sized for CPU studies on 16-px digits (16 tokens); small: between tiny and 1GF.
 SMALL_IMAGE_SIZES: dict[str, ViTSize] = {
-    "tiny": ViTSize(depth=5, width=64, heads=2, mlp_ratio=3.0, patch_size=4),
+    "tiny": ViTSize(depth=4, width=64, heads=2, mlp_ratio=3.0, patch_size=4),
     "small": ViTSize(depth=8, width=128, heads=4, mlp_ratio=3.0, patch_size=4),
 }
 
