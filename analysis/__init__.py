@@ -24,6 +24,7 @@ from analysis.stats import (
     error_stats,
     expected_best,
     expected_best_curve,
+    expected_best_weights,
     good_range,
     good_ranges,
     group_keys,
@@ -31,13 +32,16 @@ from analysis.stats import (
     ks_models,
     ks_optimizers,
     near_optimal_mass,
+    usable_mask,
     usable_trials,
 )
 
 __all__ = [
-    "GROUP_KEYS", "arm_names", "colour_map", "default_ks", "delta_to_best", "edf", "edf_at", "edf_band", "edf_data",
-    "edf_grid", "epoch_budgets", "epochs_data", "error_stats", "expected_best", "expected_best_curve",
-    "expected_best_data", "good_range", "good_ranges", "group_keys", "group_stats", "hparam_data", "ks_models",
-    "ks_optimizers", "learning_curves_data", "near_optimal_mass", "normalized_weights", "optimizer_data",
-    "plot_edf", "plot_hparams", "plot_learning_curves", "plot_lines", "plot_optimizers", "sampled_columns", "slices", "usable_trials",
+    "GROUP_KEYS", "arm_names", "colour_map", "default_ks", "delta_to_best", "edf", "edf_at", "edf_band",
+    "edf_data", "edf_grid", "epoch_budgets", "epochs_data", "error_stats", "expected_best",
+    "expected_best_curve", "expected_best_data", "expected_best_weights", "good_range", "good_ranges",
+    "group_keys", "group_stats", "hparam_data", "ks_models", "ks_optimizers", "learning_curves_data",
+    "near_optimal_mass", "normalized_weights", "optimizer_data", "plot_edf", "plot_hparams",
+    "plot_learning_curves", "plot_lines", "plot_optimizers", "sampled_columns", "slices", "usable_mask",
+    "usable_trials",
 ]

@@ -8,7 +8,7 @@ are compared, suffixed by the user's split columns).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +108,7 @@ def _arms(rows: pd.DataFrame, fields: list[str]):
 
 
 def _hover(rows: pd.DataFrame) -> list[str]:
-    return [f"trial {t}<br>lr {lr:.3g}, wd {wd:.3g}<br>error {e:.2f} ({s})" for t, lr, wd, e, s in
+    return [f"trial {t}\nlr {lr:.3g}, wd {wd:.3g}\nerror {e:.2f} ({s})" for t, lr, wd, e, s in
             zip(rows["trial_id"], rows["lr"], rows["weight_decay"], rows[ERROR], rows["status"])]
 
 

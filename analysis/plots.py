@@ -28,7 +28,8 @@ def colour_map(arms: Sequence[str]) -> dict[str, str]:
 
 
 def _esc(text: object) -> str:
-    return html.escape(str(text), quote=False)
+    """Plotly-safe text: HTML escaped, line breaks as <br>."""
+    return html.escape(str(text), quote=False).replace("\n", "<br>")
 
 
 def _rgba(colour: str, alpha: float) -> str:
@@ -84,7 +85,11 @@ def plot_lines(data: LinesData, colours: dict[str, str] | None = None) -> go.Fig
     fig.update_xaxes(title_text=_esc(data.x_title), type="log" if data.x_log else "linear")
     fig.update_yaxes(title_text=_esc(data.y_title), row=1, col=1)
     if data.x_log and data.lines and all(np.all(np.asarray(l.x) >= 1) for l in data.lines):
-        fig.update_xaxes(dtick=math.log10(2), tickformat="d")
+        xs = sorted({float(v) for line in data.lines for v in np.asarray(line.x)})
+        if len(xs) <= 6:  # a few budgets (epochs): label each
+            fig.update_xaxes(tickvals=xs, ticktext=[f"{v:g}" for v in xs])
+        else:  # k = 1..n: powers of two
+            fig.update_xaxes(dtick=math.log10(2), tickformat="d")
     return _layout(fig, data.title)
 
 

@@ -32,19 +32,22 @@ def group_keys(split_by: Iterable[str] = ()) -> list[str]:
     return keys
 
 
-def usable_trials(trials: pd.DataFrame) -> pd.DataFrame:
-    """The trials statistics are computed on: not failed, with an error.
+def _filled_errors(trials: pd.DataFrame) -> np.ndarray:
+    err = pd.to_numeric(trials[ERROR], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return np.where((trials["status"].astype(str).to_numpy() == "diverged") & ~np.isfinite(err), DIVERGED_ERROR, err)
 
-    A diverged trial without a recorded error is kept at DIVERGED_ERROR; any other trial
-    without a finite error is treated like a failed one.
-    """
-    df = trials.copy()
-    df[ERROR] = pd.to_numeric(df[ERROR], errors="coerce").astype(float)
-    status = df["status"].astype(str)
-    missing = ~np.isfinite(df[ERROR].to_numpy())
-    df.loc[(status == "diverged") & missing, ERROR] = DIVERGED_ERROR
-    keep = (status != "failed") & np.isfinite(df[ERROR].to_numpy())
-    return df[keep].reset_index(drop=True)
+
+def usable_mask(trials: pd.DataFrame) -> np.ndarray:
+    """True for the trials statistics are computed on: not failed, with a finite error (a
+    diverged trial without a recorded error counts at DIVERGED_ERROR; any other trial without
+    one is treated like a failed one)."""
+    return (trials["status"].astype(str).to_numpy() != "failed") & np.isfinite(_filled_errors(trials))
+
+
+def usable_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """The usable trials (see usable_mask), `top1_err` as float with diverged gaps filled."""
+    df = trials.assign(**{ERROR: _filled_errors(trials)})
+    return df[usable_mask(trials)].reset_index(drop=True)
 
 
 def iter_groups(trials: pd.DataFrame, keys: Sequence[str]) -> Iterable[tuple[dict[str, Any], pd.DataFrame]]:
@@ -150,7 +153,7 @@ def error_stats(errors: Sequence[float], statuses: Sequence[str] | None = None, 
     out: dict[str, Any] = {"n": n, "n_diverged": int(np.sum(np.asarray(statuses) == "diverged")) if statuses is not None else 0}
     if n == 0:
         out.update({k: None for k in ("min", "median", "mean", "q25", "q75", "near_opt_1", "near_opt_2", "diverged_rate")})
-        out.update(expected_best={}, ci={})
+        out.update(expected_best={}, ci={}, expected_best_ci={})
         return out
     q25, q50, q75 = np.percentile(e, [25, 50, 75])
     out.update({"min": float(e.min()), "median": float(q50), "mean": float(e.mean()), "q25": float(q25),
@@ -159,6 +162,11 @@ def error_stats(errors: Sequence[float], statuses: Sequence[str] | None = None, 
     out["expected_best"] = expected_best(e)
     lo, hi = bootstrap_interval(e, _ci_statistic, n_boot, seed, level, size=len(CI_STATS))
     out["ci"] = {name: [_finite(a), _finite(b)] for name, a, b in zip(CI_STATS, lo, hi)}
+    ks = list(out["expected_best"])
+    weights = np.stack([expected_best_weights(n, k) for k in ks], axis=1)
+    lo, hi = bootstrap_interval(e, lambda x, axis=-1: np.moveaxis(np.sort(np.moveaxis(x, axis, -1), axis=-1) @ weights, -1, 0),
+                                n_boot, seed, level, size=len(ks))
+    out["expected_best_ci"] = {k: [_finite(a), _finite(b)] for k, a, b in zip(ks, lo, hi)}
     return out
 
 
@@ -184,8 +192,10 @@ def good_range(errors: Sequence[float], values: Sequence[float], *, n_resamples:
     best = draws[np.arange(n_resamples), np.argmin(e[draws], axis=1)]
     chosen = v[best]
     if np.all(chosen > 0):
-        return tuple(float(x) for x in np.exp(np.percentile(np.log(chosen), percentiles)))
-    return tuple(float(x) for x in np.percentile(chosen, percentiles))
+        found = np.exp(np.percentile(np.log(chosen), percentiles))
+    else:
+        found = np.percentile(chosen, percentiles)
+    return tuple(float(x) for x in np.clip(found, chosen.min(), chosen.max()))  # no exp/log rounding past the data
 
 
 def good_ranges(rows: pd.DataFrame, params: Iterable[str], **kwargs) -> dict[str, dict[str, float]]:
@@ -204,11 +214,12 @@ def good_ranges(rows: pd.DataFrame, params: Iterable[str], **kwargs) -> dict[str
 def group_stats(trials: pd.DataFrame, split_by: Iterable[str] = (), params: Iterable[str] = ("lr", "weight_decay"),
                 *, n_boot: int = 1000, n_range_boot: int = 2500, seed: int = 0) -> pd.DataFrame:
     """One row per group with n, n_diverged, n_failed, min, median, mean, q25, q75,
-    near_opt_1/2, diverged_rate, `expected_best` ({k: value}), `ci` ({stat: [lo, hi]}) and
-    `good_range` ({param: {lo, median, hi}})."""
+    near_opt_1/2, diverged_rate, `expected_best` ({k: value}) with `expected_best_ci`
+    ({k: [lo, hi]}), `ci` ({stat: [lo, hi]}) and `good_range` ({param: {lo, median, hi}}).
+    Intervals are 95% percentile bootstraps (NaN/None below two trials)."""
     keys = group_keys(split_by)
     usable = usable_trials(trials)
-    failed = trials[~_usable_mask(trials)]
+    failed = trials[~usable_mask(trials)]
     failed_counts = {tuple(k.values()): len(r) for k, r in iter_groups(failed, keys)}
     rows = []
     params = list(params)
@@ -224,15 +235,9 @@ def group_stats(trials: pd.DataFrame, split_by: Iterable[str] = (), params: Iter
         row.update(n_failed=count, good_range={})
         rows.append(row)
     columns = keys + ["n", "n_diverged", "n_failed", "min", "median", "mean", "q25", "q75", "near_opt_1",
-                      "near_opt_2", "diverged_rate", "expected_best", "ci", "good_range"]
+                      "near_opt_2", "diverged_rate", "expected_best", "expected_best_ci", "ci", "good_range"]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values(keys, kind="stable", na_position="last").reset_index(drop=True) if rows else frame
-
-
-def _usable_mask(trials: pd.DataFrame) -> np.ndarray:
-    err = pd.to_numeric(trials[ERROR], errors="coerce").to_numpy(float)
-    status = trials["status"].astype(str).to_numpy()
-    return (status != "failed") & (np.isfinite(err) | (status == "diverged"))
 
 
 # --- Kolmogorov-Smirnov comparisons -----------------------------------------------------------

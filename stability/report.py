@@ -53,7 +53,7 @@ def load(dirs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, An
     from stability.store import read_study
 
     loaded = []
-    for d in dirs:
+    for d in dict.fromkeys(dirs):  # a folder named twice is read once
         path = Path(d)
         if not path.is_dir():
             raise UsageError(f"{d}: no such results folder")
@@ -82,8 +82,7 @@ def load(dirs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, An
         trials.append(t)
         curves.append(c)
         records.append({"path": str(res.path), "studies": sorted(t["study"].unique()), "spec": res.spec})
-    return (pd.concat(trials, ignore_index=True), pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
-            records)
+    return pd.concat(trials, ignore_index=True), pd.concat(curves, ignore_index=True), records
 
 
 # --- summary ----------------------------------------------------------------------------------
