@@ -106,13 +106,17 @@ def test_train_cli_prints_json_last_line():
     (["--lr", "-1"], "lr"),
     (["--set", "train.mixupp=1"], "mixupp"),
 ])
-def test_train_cli_bad_input_exits_2_with_one_line(args, fragment):
+def test_train_cli_bad_input_exits_2_with_one_line(args, fragment, capsys):
+    from stability.train import main
+
     base = {"--model": "vit_p_tiny", "--optimizer": "sgd", "--lr": "0.1", "--weight-decay": "0", "--epochs": "1"}
     argv = []
     for key, value in base.items():
         if key not in args:
             argv += [key, value]
-    out = run_cli("stability.train", *argv, *args)
-    assert out.returncode == 2, out.stderr
-    assert fragment in out.stderr and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as info:
+        main([*argv, *args])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert fragment in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

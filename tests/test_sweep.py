@@ -77,7 +77,7 @@ def test_sweep_on_cluster_writes_schema_and_reruns_add_nothing(ray_cluster, tmp_
 def test_killed_driver_loses_nothing_and_resume_completes(ray_cluster, tmp_path):
     storage = tmp_path / "runs"
     args = [sys.executable, "-m", "stability.sweep", TINY, "--address", ray_cluster["address"],
-            "--storage", str(storage), "--set", "epochs=4", "--set", "samples=3"]
+            "--storage", str(storage), "--set", "epochs=3", "--set", "samples=2"]
     driver = subprocess.Popen(args, cwd=REPO, env=ray_cluster["env"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     trials_dir = storage / "tiny" / "trials.parquet"
@@ -87,11 +87,11 @@ def test_killed_driver_loses_nothing_and_resume_completes(ray_cluster, tmp_path)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
     kept = set(pd.read_parquet(trials_dir)["trial_id"])
-    plan = plan_trials(load_spec(TINY, ["epochs=4", "samples=3"]))
+    plan = plan_trials(load_spec(TINY, ["epochs=3", "samples=2"]))
     assert 2 <= len(kept) < len(plan)
 
     out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(storage),
-                  "--set", "epochs=4", "--set", "samples=3", "--resume", env=ray_cluster["env"])
+                  "--set", "epochs=3", "--set", "samples=2", "--resume", env=ray_cluster["env"])
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"{len(kept)} of {len(plan)} trials already finished" in out.stderr
     trials = pd.read_parquet(trials_dir)

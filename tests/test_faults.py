@@ -1,0 +1,77 @@
+"""Faults during a study, on a real local Ray cluster: crashing trials, killed workers, Ctrl-C,
+and many trials finishing at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, TESTS, run_cli, wait_for
+
+TINY = str(TESTS / "data" / "tiny.yaml")
+pytestmark = pytest.mark.ray
+
+
+def test_crashing_trials_are_retried_then_recorded_failed_and_many_finish_at_once(ray_cluster, tmp_path):
+    """8 one-epoch trials, all at once on 2 CPUs; those drawing the broken depth raise."""
+    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(tmp_path),
+                  "--set", "name=faults", "--set", "samples=2", "--set", "epochs=1",
+                  "--set", "model_args.depth={choice: [2, broken]}",
+                  "--set", "resources.cpus_per_worker=0.25", "--set", "resources.max_failures=1",
+                  env=ray_cluster["env"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "faults" / "trials.parquet")
+    assert len(trials) == 8 and trials["trial_id"].is_unique
+    failed = trials[trials["status"] == "failed"]
+    assert len(failed) == (trials["depth"] == "broken").sum() > 0
+    assert (failed["error"].str.len() > 0).all()
+    assert set(trials.loc[trials["depth"] != "broken", "status"]) <= {"ok", "diverged"}
+    assert f"{len(failed)} trial(s) failed" in out.stderr
+
+
+def _trial_workers() -> list[int]:
+    found = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_a_killed_worker_is_retried_and_the_study_completes(ray_cluster, tmp_path):
+    args = [sys.executable, "-m", "stability.sweep", TINY, "--address", ray_cluster["address"],
+            "--storage", str(tmp_path), "--set", "name=killed", "--set", "samples=1", "--set", "epochs=4",
+            "--set", "models=[vit_c_tiny]", "--set", "resources.max_failures=2"]
+    driver = subprocess.Popen(args, cwd=REPO, env=ray_cluster["env"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: _trial_workers(), timeout=120), "no trial worker appeared"
+        victim = _trial_workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        _, err = driver.communicate(timeout=300)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, err[-3000:]
+    trials = pd.read_parquet(tmp_path / "killed" / "trials.parquet")
+    assert len(trials) == 2 and set(trials["status"]) <= {"ok", "diverged"}
+    curves = pd.read_parquet(tmp_path / "killed" / "curves.parquet")
+    assert not curves.duplicated(["trial_id", "epoch"]).any()  # the retried trial's curve starts afresh
+
+
+def test_ctrl_c_keeps_finished_trials_prints_resume_and_exits_130(ray_cluster, tmp_path):
+    args = [sys.executable, "-m", "stability.sweep", TINY, "--address", ray_cluster["address"],
+            "--storage", str(tmp_path), "--set", "name=interrupted", "--set", "epochs=3", "--set", "samples=2"]
+    driver = subprocess.Popen(args, cwd=REPO, env=ray_cluster["env"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    trials_dir = tmp_path / "interrupted" / "trials.parquet"
+    try:
+        assert wait_for(lambda: trials_dir.is_dir() and any(trials_dir.glob("*.parquet")), timeout=300)
+        driver.send_signal(signal.SIGINT)
+        _, err = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+    assert driver.returncode == 130, err[-3000:]
+    assert "--resume" in err
+    kept = pd.read_parquet(trials_dir)
+    assert 1 <= len(kept) < 8 and kept["trial_id"].is_unique
