@@ -81,11 +81,19 @@ def _cell(value: Any, dtype: pa.DataType) -> Any:
     return value
 
 
+def _shareable(path: str) -> None:
+    """mkstemp makes owner-only files; results get the usual umask-based mode instead."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
     os.close(fd)
     try:
         pq.write_table(table, tmp)
+        _shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -98,6 +106,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+    _shareable(tmp)
     os.replace(tmp, path)
 
 

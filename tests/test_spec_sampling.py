@@ -142,6 +142,7 @@ def test_store_roundtrip_and_atomic_layout(tmp_path):
     assert trials.set_index("trial_id").loc["id0", "top1_err"] == 4.0
     assert list(trials.columns[:3]) == ["study", "trial_id", "model"]
     assert not [p for p in (tmp_path / "s").rglob(".tmp-*")]
+    assert all(p.stat().st_mode & 0o044 for p in (tmp_path / "s").rglob("*.parquet"))  # readable by others
     results = read_study(tmp_path / "s")
     assert len(results.curves) == 2
     with pytest.raises(ValueError, match="status"):
