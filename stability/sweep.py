@@ -236,12 +236,13 @@ def sweep(argv: list[str] | None = None) -> int:
 
     from stability.progress import print_summary
 
-    missing = len([cfg for cfg in plan if cfg.trial_id not in store.finished_ids()])
-    if store.finished_ids():
-        results = read_study(root)
-        planned_ids = {cfg.trial_id for cfg in plan}
-        print_summary(results.trials[results.trials["trial_id"].isin(planned_ids)], console)
-        failed = int((results.trials["status"] == "failed").sum())
+    finished = store.finished_ids()
+    missing = sum(cfg.trial_id not in finished for cfg in plan)
+    if finished:
+        trials = read_study(root).trials
+        planned = trials[trials["trial_id"].isin({cfg.trial_id for cfg in plan})]
+        print_summary(planned, console)
+        failed = int((planned["status"] == "failed").sum())
         if failed:
             console.print(f"{failed} trial(s) failed after retries; their messages are in the `error` column.")
     if missing:

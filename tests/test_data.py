@@ -234,22 +234,23 @@ def write_cifar100(root: Path, rng: np.random.Generator):
     return lists["train"], lists["test"], meta, (*arrays["train"], *arrays["test"])
 
 
+def _cifar_root(tmp_path, monkeypatch, writer, cls, seed):
+    """Write tiny CIFAR files and point torchvision's md5 table at them."""
+    train_list, test_list, meta, arrays = writer(tmp_path, np.random.default_rng(seed))
+    monkeypatch.setattr(cls, "train_list", train_list)
+    monkeypatch.setattr(cls, "test_list", test_list)
+    monkeypatch.setattr(cls, "meta", meta)
+    return tmp_path, arrays
+
+
 @pytest.fixture
 def cifar10_root(tmp_path, monkeypatch):
-    train_list, test_list, meta, arrays = write_cifar10(tmp_path, np.random.default_rng(0))
-    monkeypatch.setattr(CIFAR10, "train_list", train_list)
-    monkeypatch.setattr(CIFAR10, "test_list", test_list)
-    monkeypatch.setattr(CIFAR10, "meta", meta)
-    return tmp_path, arrays
+    return _cifar_root(tmp_path, monkeypatch, write_cifar10, CIFAR10, seed=0)
 
 
 @pytest.fixture
 def cifar100_root(tmp_path, monkeypatch):
-    train_list, test_list, meta, arrays = write_cifar100(tmp_path, np.random.default_rng(1))
-    monkeypatch.setattr(CIFAR100, "train_list", train_list)
-    monkeypatch.setattr(CIFAR100, "test_list", test_list)
-    monkeypatch.setattr(CIFAR100, "meta", meta)
-    return tmp_path, arrays
+    return _cifar_root(tmp_path, monkeypatch, write_cifar100, CIFAR100, seed=1)
 
 
 def _nchw(rows: np.ndarray) -> torch.Tensor:
