@@ -27,7 +27,7 @@ from stability.spec import Distribution, SpecError, StudySpec
 
 BASE_COLUMNS = {"study", "trial_id", "model", "optimizer", "lr", "weight_decay", "epochs", "seed", "batch_size",
                 "status", "top1_err", "best_top1_err", "train_loss", "wall_time_s", "images_per_s", "params",
-                "gflops", "patch_cos_sim", "error"}
+                "gflops", "patch_cos_sim", "error", "patch_cos_sim_layers"}
 
 
 def unit_points(sampler: str, samples: int, dims: list[Distribution], seed: int) -> np.ndarray:

@@ -47,6 +47,7 @@ TRIAL_FIELDS: list[tuple[str, pa.DataType]] = [
     ("gflops", pa.float64()),
     ("patch_cos_sim", pa.float64()),
     ("error", pa.string()),
+    ("patch_cos_sim_layers", pa.list_(pa.float64())),
 ]
 CURVE_FIELDS: list[tuple[str, pa.DataType]] = [
     ("study", pa.string()),
@@ -73,6 +74,8 @@ def extra_column_type(values: list[Any]) -> pa.DataType:
 def _cell(value: Any, dtype: pa.DataType) -> Any:
     if value is None:
         return None
+    if pa.types.is_list(dtype):
+        return [_cell(v, dtype.value_type) for v in value]
     if pa.types.is_string(dtype) and not isinstance(value, str):
         return json.dumps(value, sort_keys=True)
     if pa.types.is_floating(dtype):

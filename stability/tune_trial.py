@@ -88,6 +88,7 @@ def result_row(study: str, cfg: TrialConfig, metrics: dict[str, Any]) -> dict[st
     row.update({k: metrics.get(k) for k in ("status", "top1_err", "best_top1_err", "train_loss", "wall_time_s",
                                              "images_per_s", "params", "gflops", "patch_cos_sim")})
     row["error"] = metrics.get("error") or ""
+    row["patch_cos_sim_layers"] = list(metrics.get("patch_cos_sim_layers") or [])
     row.update(cfg.extras)
     return row
 
