@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -28,6 +28,48 @@ class DatasetConfig(_Strict):
     img_size: PositiveInt | None = Field(None, description="input resolution in pixels (default: the dataset's own)")
     download: bool = Field(False, description="allow torchvision to download cifar10/cifar100 into root")
     options: dict[str, Any] = Field(default_factory=dict, description="extra loader options, e.g. num_workers, auto_augment")
+
+
+class TeacherRecipe(_Strict):
+    """How the sweep trains a teacher given by model name (the study's data and recipe otherwise)."""
+
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="teacher optimizer")
+    lr: float = Field(1e-3, gt=0, description="teacher peak learning rate")
+    weight_decay: float = Field(0.05, ge=0, description="teacher weight decay")
+    epochs: PositiveInt = Field(30, description="teacher training length in epochs")
+    seed: int = Field(0, ge=0, description="teacher seed")
+
+
+class Distillation(_Strict):
+    """DeiT knowledge distillation (REFERENCE.md section 2): a frozen teacher's logits as extra targets."""
+
+    type: Literal["none", "soft", "hard"] = Field("none", description="none, soft (KL at temperature tau) or hard (teacher argmax)")
+    teacher: str | None = Field(None, description="teacher: a model name (trained once by the sweep) or a checkpoint path (.pt)")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation loss; the label loss gets 1 - alpha")
+    tau: float = Field(1.0, gt=0, description="softmax temperature of soft distillation")
+    teacher_recipe: TeacherRecipe = Field(default_factory=TeacherRecipe, description="how a teacher given by name is trained")
+
+    @model_validator(mode="after")
+    def _needs_teacher(self) -> "Distillation":
+        if self.type != "none" and not self.teacher:
+            raise ValueError(f"distillation type {self.type!r} needs a teacher (a model name or a checkpoint path)")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.type != "none"
+
+
+class PatchLosses(_Strict):
+    """Weights of the over-smoothing losses of Gong et al. 2021 (REFERENCE.md section 3); 0 = off."""
+
+    cosine: float = Field(0.0, ge=0, description="penalty: mean pairwise cosine similarity of last-layer patch tokens")
+    contrastive: float = Field(0.0, ge=0, description="each last-layer patch must match its own first-layer embedding")
+    mixing: float = Field(0.0, ge=0, description="patch-aligned CutMix; the head classifies every patch by its source image")
+
+    @property
+    def active(self) -> bool:
+        return self.cosine > 0 or self.contrastive > 0 or self.mixing > 0
 
 
 class Recipe(_Strict):
@@ -48,6 +90,15 @@ class Recipe(_Strict):
     augment: bool = Field(True, description="random translation/crop (and flip where the dataset allows)")
     eval_batch_size: PositiveInt = Field(512, description="images per evaluation step")
     compile: bool = Field(False, description="torch.compile the model (pays off on long GPU trials only)")
+    channels_last: bool = Field(True, description="channels-last memory format for conv stems on CUDA")
+    distillation: Distillation = Field(default_factory=Distillation, description="DeiT distillation (see Distillation)")
+    patch_losses: PatchLosses = Field(default_factory=PatchLosses, description="over-smoothing loss weights (see PatchLosses)")
+
+    @model_validator(mode="after")
+    def _mixing_brings_its_own_cutmix(self) -> "Recipe":
+        if self.patch_losses.mixing > 0 and (self.mixup > 0 or self.cutmix > 0):
+            raise ValueError("patch_losses.mixing brings its own patch-aligned CutMix: set mixup and cutmix to 0")
+        return self
 
 
 class TrialConfig(_Strict):

@@ -118,8 +118,11 @@ def _resolve(knobs: dict[str, Any], sampled: list[str], u: np.ndarray) -> dict[s
 def _trial(spec: StudySpec, model: str, optimizer: str, knobs: dict[str, Any], epochs: int, seed: int) -> TrialConfig:
     sections: dict[str, dict[str, Any]] = {"opt": {}, "train": {}, "model_args": {}}
     for key, value in knobs.items():
-        section, leaf = key.split(".", 1)
-        sections[section][leaf] = value
+        section, *path = key.split(".")
+        node = sections[section]
+        for part in path[:-1]:  # nested recipe sections, e.g. train.distillation.type
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
     opt = sections["opt"]
     skip = ("opt.lr", "opt.weight_decay", "train.batch_size")  # already base columns
     extras = {column_name(k): v for k, v in knobs.items() if k not in skip}

@@ -66,7 +66,18 @@ def _to_knob(value: Any) -> Any:
             raise ValueError(f"unknown distribution {kind!r}; choose from: {', '.join(DISTRIBUTIONS)}")
         if not isinstance(values, list):
             raise ValueError(f"{kind} takes a list, got {values!r}")
+        if kind != "choice":  # YAML reads 1e-3 (no dot) as a string
+            values = [_number(v) for v in values]
         return Distribution(kind=kind, values=tuple(values))
+    return value
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
     return value
 
 
@@ -74,6 +85,45 @@ def _knob_map(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _to_knob(v) for k, v in value.items()}
     return value
+
+
+def _is_distribution_map(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
+
+
+def _nested_section(model: type[BaseModel] | None, key: str) -> type[BaseModel] | None:
+    """The pydantic model of a nested recipe section (e.g. `distillation`), else None."""
+    field = model.model_fields.get(key) if model is not None else None
+    annotation = field.annotation if field is not None else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _flatten_sections(value: Any, model: type[BaseModel], prefix: str = "") -> Any:
+    """`{distillation: {type: {choice: [..]}}}` -> `{"distillation.type": {choice: [..]}}`, so every
+    leaf of a nested section (at any depth) can be a knob; dotted keys pass through."""
+    if not isinstance(value, dict):
+        return value
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        section = _nested_section(model, key)
+        if section is not None and isinstance(item, dict) and not _is_distribution_map(item):
+            flat.update(_flatten_sections(item, section, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = item
+    return flat
+
+
+def _check_recipe_key(key: str) -> None:
+    """A flattened train key must name a Recipe field, walking nested sections."""
+    model: type[BaseModel] | None = Recipe
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        where = "train" + "".join(f".{p}" for p in parts[:depth])
+        _check_keys({part: None}, model.model_fields, where)
+        if depth < len(parts) - 1:
+            model = _nested_section(model, part)
+            if model is None:
+                raise ValueError(f"train.{'.'.join(parts[:depth + 1])} is not a section with keys")
 
 
 def _optimizer_knob_maps(value: Any) -> Any:
@@ -132,7 +182,12 @@ class StudySpec(_Strict):
     def _read_distributions(cls, value: Any) -> Any:
         return _optimizer_knob_maps(value)
 
-    @field_validator("train", "model_args", mode="before")
+    @field_validator("train", mode="before")
+    @classmethod
+    def _read_train_knobs(cls, value: Any) -> Any:
+        return _knob_map(_flatten_sections(value, Recipe))
+
+    @field_validator("model_args", mode="before")
     @classmethod
     def _read_knob_distributions(cls, value: Any) -> Any:
         return _knob_map(value)
@@ -154,7 +209,8 @@ class StudySpec(_Strict):
     @field_validator("train")
     @classmethod
     def _train_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        _check_keys(value, Recipe.model_fields, "train")
+        for key in value:
+            _check_recipe_key(key)
         return value
 
     @field_validator("optimizers")
