@@ -1,7 +1,8 @@
 """Analysis of stability studies: statistics, EDFs and figures from results frames.
 
 Pure functions on pandas frames (schema v1, DESIGN.md); no torch, no ray. The data of each
-figure comes from its own function in `analysis.figures` and is rendered by `analysis.plots`.
+figure comes from its own function (`analysis.figures`, `analysis.layers`) and is rendered by
+`analysis.plots`; `analysis.factors` finds the knob columns to split EDFs by.
 """
 
 from analysis.edf import delta_to_best, edf, edf_at, edf_band, edf_grid, normalized_weights
@@ -17,7 +18,17 @@ from analysis.figures import (
     sampled_columns,
     slices,
 )
-from analysis.plots import colour_map, plot_edf, plot_hparams, plot_learning_curves, plot_lines, plot_optimizers
+from analysis.factors import factor_columns, factor_levels, split_choices
+from analysis.layers import LAYERS, has_layer_similarity, layer_budgets, layer_similarity_data, layer_similarity_table
+from analysis.plots import (
+    colour_map,
+    plot_edf,
+    plot_hparams,
+    plot_layer_similarity,
+    plot_learning_curves,
+    plot_lines,
+    plot_optimizers,
+)
 from analysis.stats import (
     GROUP_KEYS,
     default_ks,
@@ -37,11 +48,12 @@ from analysis.stats import (
 )
 
 __all__ = [
-    "GROUP_KEYS", "arm_names", "colour_map", "default_ks", "delta_to_best", "edf", "edf_at", "edf_band",
-    "edf_data", "edf_grid", "epoch_budgets", "epochs_data", "error_stats", "expected_best",
-    "expected_best_curve", "expected_best_data", "expected_best_weights", "good_range", "good_ranges",
-    "group_keys", "group_stats", "hparam_data", "ks_models", "ks_optimizers", "learning_curves_data",
+    "GROUP_KEYS", "LAYERS", "arm_names", "colour_map", "default_ks", "delta_to_best", "edf", "edf_at", "edf_band",
+    "edf_data", "edf_grid", "epoch_budgets", "epochs_data", "error_stats", "expected_best", "expected_best_curve",
+    "expected_best_data", "expected_best_weights", "factor_columns", "factor_levels", "good_range", "good_ranges",
+    "group_keys", "group_stats", "has_layer_similarity", "hparam_data", "ks_models", "ks_optimizers",
+    "layer_budgets", "layer_similarity_data", "layer_similarity_table", "learning_curves_data",
     "near_optimal_mass", "normalized_weights", "optimizer_data", "plot_edf", "plot_hparams",
-    "plot_learning_curves", "plot_lines", "plot_optimizers", "sampled_columns", "slices", "usable_mask",
-    "usable_trials",
+    "plot_layer_similarity", "plot_learning_curves", "plot_lines", "plot_optimizers", "sampled_columns", "slices",
+    "split_choices", "usable_mask", "usable_trials",
 ]

@@ -187,3 +187,10 @@ def plot_optimizers(data: OptimizerData, colours: dict[str, str] | None = None) 
 def figure_to_svg_name(name: str) -> str:
     """A file-name-safe form of a figure name."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def plot_layer_similarity(data: LinesData, colours: dict[str, str] | None = None) -> go.Figure:
+    """Median patch similarity per block with its interquartile band; integer block ticks."""
+    fig = plot_lines(data, colours)
+    fig.update_xaxes(dtick=1 if max((len(line.x) for line in data.lines), default=0) <= 16 else None, tick0=1)
+    return fig

@@ -2,7 +2,8 @@
 
 Reads each results folder (schema v1), computes the statistics and figures with `analysis`,
 and writes one self-contained HTML file (plotly.js inlined, no network requests). `--json`
-prints the summary on stdout; `--export-dir` writes every figure as SVG for papers.
+prints the summary on stdout; `--export-dir` writes every figure as SVG for papers. Knob
+columns with a few values (factors, e.g. `distillation.type`) get EDFs split by them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 from stability.cli import UsageError, fail
 
 REQUIRED = ("study", "trial_id", "model", "optimizer", "lr", "weight_decay", "epochs", "status", "top1_err")
+OUTCOMES = ("best_top1_err", "train_loss", "wall_time_s", "images_per_s", "patch_cos_sim", "patch_cos_sim_layers", "error")
 EXPORT_HINT = ("install kaleido (pip install kaleido) and Chrome/Chromium (e.g. apt-get install chromium, "
                "or point BROWSER_PATH at a Chrome binary)")
 
@@ -40,7 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print the summary (groups, KS tests) as JSON on stdout")
     p.add_argument("--export-dir", default=None, metavar="D", help="also write every figure as SVG into D")
     p.add_argument("--split-by", action="append", default=[], metavar="COLUMN",
-                   help="split groups further by a trials column (repeatable), e.g. a sampled knob")
+                   help="split groups further by a trials column (repeatable), e.g. a sampled knob such as "
+                        "mixup or patch_losses.cosine; knobs with 2-8 values get their own EDF sections anyway")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default: 0)")
     return p.parse_args(argv)
 
@@ -101,9 +104,12 @@ def _json_value(x: Any) -> Any:
     return x
 
 
-def summary(trials: pd.DataFrame, split_by: list[str], params: list[str], seed: int = 0) -> dict[str, Any]:
-    """The summary table as plain data: `groups`, `ks` (model pairs), `ks_optimizers`."""
-    from analysis import group_stats, ks_models, ks_optimizers
+def summary(trials: pd.DataFrame, split_by: list[str], params: list[str], seed: int = 0,
+            factors: list[str] = ()) -> dict[str, Any]:
+    """The summary as plain data: `groups`, `ks` (model pairs), `ks_optimizers`,
+    `patch_cos_sim_by_layer` (per group and block: n, median, q25, q75, mean; empty when the
+    study recorded none) and `factors` (per factor column: its levels and the groups split by it)."""
+    from analysis import factor_levels, group_stats, ks_models, ks_optimizers, layer_similarity_table
 
     stats = group_stats(trials, split_by, params, seed=seed)
     ks = ks_models(trials, split_by)
@@ -112,6 +118,10 @@ def summary(trials: pd.DataFrame, split_by: list[str], params: list[str], seed: 
         "groups": stats.to_dict(orient="records"),
         "ks": ks.to_dict(orient="records"),
         "ks_optimizers": ks_opt.to_dict(orient="records"),
+        "patch_cos_sim_by_layer": layer_similarity_table(trials, split_by).to_dict(orient="records"),
+        "factors": [{"column": f, "levels": factor_levels(trials, f),
+                     "groups": group_stats(trials, [*split_by, f], params, seed=seed).to_dict(orient="records")}
+                    for f in factors],
     })
 
 
@@ -158,23 +168,33 @@ def export_figures(figures: list[tuple[str, Any]], out_dir: Path) -> list[Path]:
 
 # --- the verb ---------------------------------------------------------------------------------
 
+def check_split_by(trials: pd.DataFrame, split_by: list[str]) -> None:
+    """UsageError naming the columns that can be used when --split-by names another one."""
+    from analysis import split_choices
+
+    choices = split_choices(trials, REQUIRED + OUTCOMES)
+    for col in split_by:
+        if col not in choices:
+            why = "not a knob column (a key or an outcome)" if col in trials else "no such trials column"
+            raise UsageError(f"--split-by {col}: {why}; choose from: {', '.join(choices) or '(none)'}")
+
+
 def report(argv: list[str] | None = None) -> int:
-    from analysis import sampled_columns
+    from analysis import factor_columns, sampled_columns
     from stability.report_html import build_page
+    from stability.sampling import BASE_COLUMNS
 
     args = parse_args(argv)
     trials, curves, records = load(args.dirs)
-    for col in args.split_by:
-        if col not in trials:
-            extra = sorted(set(trials.columns) - set(REQUIRED))
-            raise UsageError(f"--split-by {col}: no such trials column; choose from: {', '.join(extra)}")
+    check_split_by(trials, args.split_by)
     out = Path(args.out) if args.out else (Path(args.dirs[0]) / "report.html" if len(args.dirs) == 1 else Path("report.html"))
     if out.is_dir():
         raise UsageError(f"--out {out}: is a folder; give a file name")
     params = []
     for rec in records:
         params += [p for p in sampled_columns(trials, rec["spec"]) if p not in params]
-    data = summary(trials, args.split_by, params, args.seed)
+    factors = factor_columns(trials, BASE_COLUMNS, exclude=[*args.split_by, *params])
+    data = summary(trials, args.split_by, params, args.seed, factors)
     html_text, figures = build_page(trials, curves, records, data, args.split_by, params, args.seed)
     write_atomic(out, html_text)
     print(str(out), file=sys.stderr if args.json else sys.stdout)

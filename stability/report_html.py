@@ -200,6 +200,44 @@ def spec_blocks(records: Sequence[dict[str, Any]]) -> str:
     return "".join(out)
 
 
+LAYER_NOTE = ("Mean pairwise cosine similarity between patch tokens after each block, on validation images "
+              "(higher: more over-smoothed; Gong et al. 2021). Lines: median over the trials that ended normally "
+              "(diverged and failed ones left out); bands: interquartile range. One panel per optimizer.")
+
+
+def layer_section(trials, split_by: Sequence[str], colours: dict[str, str], fig) -> str:
+    """The over-smoothing section, or "" when no trial recorded per-block similarities."""
+    import analysis as an
+
+    if not an.has_layer_similarity(trials):
+        return ""
+    return section("layers", "Over-smoothing: patch cosine similarity by layer", grid(
+        fig(f"patch_cos_sim_layers_{e}ep", an.plot_layer_similarity(an.layer_similarity_data(trials, e, split_by=split_by),
+                                                                    colours))
+        for e in an.layer_budgets(trials)), note=LAYER_NOTE)
+
+
+def factor_section(trials, factor: dict[str, Any], split_by: Sequence[str], params: Sequence[str], multi_study: bool,
+                   seed: int, fig) -> str:
+    """EDFs (absolute and delta-to-best) of every slice with arms split by one factor column."""
+    import analysis as an
+
+    column = factor["column"]
+    keys = [*split_by, column]
+    colours = an.colour_map(an.arm_names(trials, keys))
+    parts = [summary_table(factor["groups"], keys, params, multi_study)]
+    for optimizer, epochs in an.slices(trials):
+        tag = f"{optimizer}_{epochs}ep_by_{column}"
+        parts.append(grid([
+            fig(f"edf_{tag}", an.plot_edf(an.edf_data(trials, optimizer, epochs, split_by=keys, seed=seed), colours)),
+            fig(f"edf_delta_{tag}", an.plot_edf(an.edf_data(trials, optimizer, epochs, delta=True, split_by=keys, seed=seed),
+                                                colours))]))
+    levels = ", ".join("missing" if v is None else str(v) for v in factor["levels"])
+    return section(f"factor-{column}", f"Split by {column}", *parts,
+                   note=f"{column} takes {len(factor['levels'])} values in this study ({levels}); every arm below is a "
+                        f"model at one of them. Same statistics and EDFs as above.")
+
+
 def build_page(trials, curves, records, data: dict[str, Any], split_by: Sequence[str], params: Sequence[str],
                seed: int = 0) -> tuple[str, list[tuple[str, Any]]]:
     """The report's HTML and its figures as (name, plotly figure) for static export."""
@@ -240,6 +278,9 @@ def build_page(trials, curves, records, data: dict[str, Any], split_by: Sequence
             note="EDFs: share of trials at or below an error (bands: 95% pointwise "
                  "bootstrap). Hyper-parameter panels: crosses are diverged trials; the bars below are the good ranges (median marked). "
                  "Expected best of k: the error a random search of k trials reaches on average."))
+    for factor in data.get("factors") or []:
+        nav.append((f"factor-{factor['column']}", f"by {factor['column']}"))
+        sections.append(factor_section(trials, factor, split_by, params, multi_study, seed, fig))
     if trials["optimizer"].nunique() > 1:
         nav.append(("optimizers", "Optimizers"))
         sections.append(section("optimizers", "Optimizer stability", grid(
@@ -252,6 +293,10 @@ def build_page(trials, curves, records, data: dict[str, Any], split_by: Sequence
         sections.append(section("epochs", "Training-length stability",
                                 fig("epochs", an.plot_lines(an.epochs_data(trials, split_by=split_by), colours)),
                                 note="Best (solid) and median (dashed) error of each training budget."))
+    layers = layer_section(trials, split_by, colours, fig)
+    if layers:
+        nav.append(("layers", "Over-smoothing"))
+        sections.append(layers)
     nav.append(("ks", "KS tests"))
     split_keys = list(split_by)
     sections.append(section("ks", "Kolmogorov-Smirnov tests",
