@@ -1,4 +1,4 @@
-"""Datasets for the trial engine: digits, CIFAR-10/100 (held on the device) and image folders.
+"""Datasets for the trial engine: digits, CIFAR-10/100, synthetic (held on the device) and image folders.
 
 Public API (the engine and the spec validation code against it):
 
@@ -28,7 +28,7 @@ from stability.data.base import DatasetError, DeviceDataset, EpochPlan, default_
 __all__ = ["DATASETS", "Dataset", "DatasetError", "DeviceDataset", "EpochPlan", "check_dataset",
            "default_root", "list_datasets", "load_dataset"]
 
-DATASETS = ("cifar10", "cifar100", "digits", "imagefolder")
+DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "synthetic")
 
 
 class Dataset(Protocol):
@@ -62,7 +62,7 @@ def _known(name: str) -> str:
 def check_dataset(name: str, root: str | None = None) -> None:
     """Fast check that the dataset's files are there and readable; nothing is loaded."""
     _known(name)
-    if name == "digits":
+    if name in ("digits", "synthetic"):
         return
     if name in ("cifar10", "cifar100"):
         from stability.data.cifar import check_cifar
@@ -83,6 +83,10 @@ def load_dataset(name: str, root: str | None = None, img_size: int | None = None
         from stability.data.digits import load_digits_dataset
 
         return load_digits_dataset(img_size, device, **options)
+    if name == "synthetic":
+        from stability.data.synthetic import load_synthetic
+
+        return load_synthetic(img_size, device, **options)
     if name in ("cifar10", "cifar100"):
         from stability.data.cifar import load_cifar
 

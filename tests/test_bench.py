@@ -1,0 +1,145 @@
+"""`python -m stability.bench` on the CPU with tiny settings, and the synthetic dataset through the engine."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from conftest import REPO
+from stability.bench import scripts
+from stability.bench.__main__ import main as bench_main
+from stability.config import TrialConfig
+from stability.data import DatasetError, check_dataset, list_datasets, load_dataset
+from stability.engine import run_trial
+
+TINY = ["--device", "cpu", "--models", "vit_p_tiny", "--img-size", "16", "--batch-size", "8", "--steps", "2",
+        "--epochs", "1", "--warmup-steps", "1", "--workers", "0", "--matmul-size", "128"]
+
+# Runs the CLI with Ray, Optuna and Plotly made unimportable, as on a GPU box that has only torch and timm.
+WITHOUT_RAY = textwrap.dedent("""
+    import importlib.abc, runpy, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in ("ray", "optuna", "plotly"):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    sys.meta_path.insert(0, Block())
+    sys.argv = ["stability.bench", *sys.argv[1:]]
+    runpy.run_module("stability.bench", run_name="__main__")
+""")
+
+
+def positive_finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_gpu_command_on_cpu_without_ray(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_RAY, "gpu", *TINY, "--json", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "engine img/s" in proc.stdout and "plain img/s" in proc.stdout
+    record = json.loads(out.read_text())
+    (row,) = record["results"]
+    assert (row["model"], row["img_size"], row["batch_size"], row["errors"]) == ("vit_p_tiny", 16, 8, {})
+    for key in ("params", "gflops", "engine_images_per_s", "plain_images_per_s", "engine_mfu", "plain_mfu", "ratio",
+                "engine_reported_images_per_s"):
+        assert positive_finite(row[key]), (key, row[key])
+    assert row["ratio"] == pytest.approx(row["engine_images_per_s"] / row["plain_images_per_s"])
+    assert row["engine_mfu"] == pytest.approx(row["engine_images_per_s"] * 6 * row["gflops"] * 1e9
+                                              / (record["peak"]["tflops"] * 1e12))
+    assert positive_finite(record["peak"]["tflops"]) and record["peak"]["dtype"] == "float32"
+    table_row = next(line for line in proc.stdout.splitlines() if "vit_p_tiny" in line and "%" in line)
+    assert f"{row['ratio']:.2f}x" in table_row
+    assert "CPU run" in proc.stdout  # CPU figures are labelled as a smoke test
+
+
+@pytest.mark.parametrize("args, message", [
+    (["gpu", "--models", "no_such_model"], "unknown model(s) no_such_model"),
+    (["gpu", "--models", "vit_p_tiny", "--img-size", "30"], "not divisible by the patch size"),
+    (["gpu", "--device", "tpu"], "--device must be cpu, cuda or auto"),
+    (["gpu", "--steps", "0"], "--steps: must be a positive integer"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1]
+
+
+@pytest.fixture
+def scripts_dir(tmp_path, monkeypatch):
+    """A benchmarks/ folder with a stand-in `overhead` script that prints a ratio and no `fused` script."""
+    (tmp_path / "trial_overhead.py").write_text("import sys\nprint('args', sys.argv[1:])\nprint('ratio a / b: 0.50')\n")
+    monkeypatch.setattr(scripts, "BENCHMARKS", tmp_path)
+    monkeypatch.setitem(scripts.SCRIPTS, "overhead", ("trial_overhead.py", ()))
+    return tmp_path
+
+
+def test_script_commands_pass_arguments_and_report_missing_scripts(scripts_dir, capsys):
+    assert bench_main(["overhead", "--trials", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "args ['--trials', '4']" in out and "ratio a / b: 0.50" in out
+    with pytest.raises(SystemExit) as exc:
+        bench_main(["fused"])
+    assert exc.value.code == 2
+    assert "fused_trials.py is not there" in capsys.readouterr().err
+
+
+def test_all_runs_each_benchmark_and_tabulates_ratios(scripts_dir, capsys):
+    assert bench_main(["all", *TINY]) == 0
+    out = capsys.readouterr().out
+    summary = out[out.index("Benchmarks: ratios"):]
+    assert "gpu engine/plain images/s, vit_p_tiny" in summary
+    assert "ratio a / b: 0.50" in summary
+    assert "skipped: fused" in summary
+
+
+def test_synthetic_dataset_on_the_device():
+    assert "synthetic" in list_datasets()
+    check_dataset("synthetic")
+    opts = dict(train_size=40, val_size=12, num_classes=5, seed=3)
+    ds = load_dataset("synthetic", img_size=16, device="cpu", **opts)
+    assert (ds.name, ds.num_classes, ds.in_chans, ds.img_size, ds.train_size, ds.val_size) == ("synthetic", 5, 3, 16, 40, 12)
+    assert ds.train_x.dtype == torch.uint8 and ds.train_y.max() < 5
+    again = load_dataset("synthetic", img_size=16, device="cpu", **opts)
+    other = load_dataset("synthetic", img_size=16, device="cpu", **{**opts, "seed": 4})
+    assert torch.equal(ds.train_x, again.train_x) and not torch.equal(ds.train_x, other.train_x)
+    batches = list(ds.train_batches(8, torch.Generator().manual_seed(0)))
+    assert len(batches) == ds.steps_per_epoch(8) == 5
+    x, y = batches[0]
+    assert x.shape == (8, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
+    floats = load_dataset("synthetic", img_size=8, device="cpu", dtype="float32", in_chans=1, train_size=4, val_size=2)
+    assert floats.train_x.dtype == torch.float32 and floats.in_chans == 1
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"colour": True}, "unknown dataset option(s) colour"),
+    ({"dtype": "int16"}, "dtype must be one of uint8, float32"),
+    ({"num_classes": 1}, "num_classes must be an integer >= 2"),
+    ({"train_size": 0}, "train_size must be an integer >= 1"),
+])
+def test_synthetic_bad_options(options, message):
+    with pytest.raises(DatasetError, match="synthetic") as exc:
+        load_dataset("synthetic", img_size=16, device="cpu", **options)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_synthetic_dataset_through_run_trial():
+    cfg = TrialConfig(model="vit_p_tiny", optimizer="adamw", lr=1e-3, weight_decay=0.05, epochs=2,
+                      dataset={"name": "synthetic", "img_size": 16,
+                               "options": {"train_size": 32, "val_size": 16, "num_classes": 4}},
+                      train={"batch_size": 8, "eval_batch_size": 16})
+    points = []
+    metrics = run_trial(cfg, device="cpu", on_epoch=points.append)
+    assert metrics["status"] == "ok" and metrics["epochs_run"] == 2 and len(points) == 2
+    assert positive_finite(metrics["images_per_s"]) and positive_finite(metrics["train_loss"])
+    assert 0 <= metrics["top1_err"] <= 100 and math.isfinite(metrics["patch_cos_sim"])
