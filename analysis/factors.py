@@ -54,11 +54,8 @@ def factor_columns(trials: pd.DataFrame, base_columns: Iterable[str], *, exclude
 
 
 def factor_levels(trials: pd.DataFrame, column: str) -> list[Any]:
-    """The distinct values of a factor among usable trials, sorted (missing last)."""
+    """The distinct values of a factor among usable trials, sorted: numbers, text, missing."""
     values = [_plain(v) for v in usable_trials(trials)[column].drop_duplicates()]
-    present = [v for v in values if v is not None]
-    try:
-        present.sort()
-    except TypeError:  # numbers and strings mixed across studies
-        present.sort(key=str)
-    return present + ([None] if len(present) < len(values) else [])
+    numbers = sorted(v for v in values if v is not None and not isinstance(v, str))
+    texts = sorted(v for v in values if isinstance(v, str))  # a knob typed differently by two studies
+    return numbers + texts + ([None] if None in values else [])

@@ -54,11 +54,7 @@ def iter_groups(trials: pd.DataFrame, keys: Sequence[str]) -> Iterable[tuple[dic
     """(key values, rows) for each group, in sorted key order."""
     if trials.empty:
         return
-    try:
-        groups = list(trials.groupby(list(keys), sort=True, dropna=False))
-    except TypeError:  # a column mixing numbers and strings (studies that typed a knob differently)
-        groups = sorted(trials.groupby(list(keys), sort=False, dropna=False), key=lambda kv: str(kv[0]))
-    for values, rows in groups:
+    for values, rows in trials.groupby(list(keys), sort=True, dropna=False):
         values = values if isinstance(values, tuple) else (values,)
         yield {k: _plain(v) for k, v in zip(keys, values)}, rows
 
@@ -241,13 +237,7 @@ def group_stats(trials: pd.DataFrame, split_by: Iterable[str] = (), params: Iter
     columns = keys + ["n", "n_diverged", "n_failed", "min", "median", "mean", "q25", "q75", "near_opt_1",
                       "near_opt_2", "diverged_rate", "expected_best", "expected_best_ci", "ci", "good_range"]
     frame = pd.DataFrame(rows, columns=columns)
-    if not rows:
-        return frame
-    try:
-        frame = frame.sort_values(keys, kind="stable", na_position="last")
-    except TypeError:  # numbers and strings mixed in a split column
-        frame = frame.sort_values(keys, kind="stable", na_position="last", key=lambda col: col.astype(str))
-    return frame.reset_index(drop=True)
+    return frame.sort_values(keys, kind="stable", na_position="last").reset_index(drop=True) if rows else frame
 
 
 # --- Kolmogorov-Smirnov comparisons -----------------------------------------------------------

@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="a study's results folder (<storage>/<study>)")
     p.add_argument("--out", default=None, help="HTML file to write (default: DIR/report.html for one folder, "
                                                "./report.html for several)")
-    p.add_argument("--json", action="store_true", help="print the summary (groups, KS tests) as JSON on stdout")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary (groups, KS tests, patch similarity by layer, factors) as JSON on stdout")
     p.add_argument("--export-dir", default=None, metavar="D", help="also write every figure as SVG into D")
     p.add_argument("--split-by", action="append", default=[], metavar="COLUMN",
                    help="split groups further by a trials column (repeatable), e.g. a sampled knob such as "

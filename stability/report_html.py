@@ -224,14 +224,18 @@ def factor_section(trials, factor: dict[str, Any], split_by: Sequence[str], para
 
     column = factor["column"]
     keys = [*split_by, column]
-    colours = an.colour_map(an.arm_names(trials, keys))
+    arms = an.arm_names(trials, keys)
+    colours = an.colour_map(arms)
+    height = 420 + 22 * max(0, len(arms) - 2)  # room for the legend below the axis
     parts = [summary_table(factor["groups"], keys, params, multi_study)]
     for optimizer, epochs in an.slices(trials):
         tag = f"{optimizer}_{epochs}ep_by_{column}"
-        parts.append(grid([
-            fig(f"edf_{tag}", an.plot_edf(an.edf_data(trials, optimizer, epochs, split_by=keys, seed=seed), colours)),
-            fig(f"edf_delta_{tag}", an.plot_edf(an.edf_data(trials, optimizer, epochs, delta=True, split_by=keys, seed=seed),
-                                                colours))]))
+        figures = []
+        for delta in (False, True):
+            data = an.edf_data(trials, optimizer, epochs, delta=delta, split_by=keys, seed=seed)
+            data.title = f"{data.title}, by {column}"
+            figures.append(fig(f"edf_{'delta_' if delta else ''}{tag}", an.plot_edf(data, colours), height))
+        parts.append(grid(figures))
     levels = ", ".join("missing" if v is None else str(v) for v in factor["levels"])
     return section(f"factor-{column}", f"Split by {column}", *parts,
                    note=f"{column} takes {len(factor['levels'])} values in this study ({levels}); every arm below is a "

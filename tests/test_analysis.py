@@ -257,3 +257,59 @@ def test_renderers_escape_names_and_draw_every_piece(small):
     assert any(t.marker.symbol == "x" for t in h.data if t.mode == "markers")
     o = an.plot_optimizers(an.optimizer_data(pd.concat([df, df.assign(optimizer="sgd")]), 10))
     assert {t.type for t in o.data} == {"box", "scatter"}
+
+
+def test_layer_table_reads_lists_and_arrays_and_skips_what_carries_no_similarity():
+    rows = [trial(err=10.0 + i, tid=f"t{i}", patch_cos_sim_layers=cells)
+            for i, cells in enumerate([[0.2, 0.4], np.array([0.4, 0.8]), [], None, np.array([0.6, np.nan])])]
+    rows += [trial(err=90.0, status="diverged", tid="d", patch_cos_sim_layers=[1.0, 1.0]),
+             trial(err=None, status="failed", tid="f", patch_cos_sim_layers=[1.0, 1.0]),
+             trial(model="deep", tid="deep", patch_cos_sim_layers=[0.1, 0.2, 0.3, 0.4])]
+    table = an.layer_similarity_table(pd.DataFrame(rows)).set_index(["model", "layer"])
+    assert list(table.loc["m", "n"]) == [3, 2]  # block 2 of the last trial is NaN
+    assert list(table.loc["m", "median"]) == pytest.approx([0.4, 0.6])
+    assert list(table.loc["m", "q25"]) == pytest.approx([0.3, 0.5]) and list(table.loc["m", "q75"]) == pytest.approx([0.5, 0.7])
+    assert list(table.loc["deep", "median"]) == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    d = an.layer_similarity_data(pd.DataFrame(rows), 10)
+    assert [(l.arm, list(l.x)) for l in d.lines] == [("deep", [1, 2, 3, 4]), ("m", [1, 2])]
+    assert list(d.lines[1].lo) == pytest.approx([0.3, 0.5]) and "adamw" in d.title
+    assert an.has_layer_similarity(pd.DataFrame(rows))
+    assert not an.has_layer_similarity(pd.DataFrame([trial(patch_cos_sim_layers=[]), trial(tid="x")]))
+    assert not an.has_layer_similarity(pd.DataFrame([trial()])) and an.layer_similarity_table(pd.DataFrame([trial()])).empty
+
+
+def test_factor_columns_vary_within_a_model_and_take_few_values():
+    rows = []
+    for i in range(12):
+        for model in ("a", "b"):
+            rows.append(trial(model=model, err=10.0 + i, tid=f"{model}{i}", **{
+                "distillation.type": [None, "soft", "hard"][i % 3], "patch_losses.cosine": [0.0, 0.5][i % 2],
+                "mixup": i / 12, "init_values": 1e-5 if model == "a" else 1e-6, "label_smoothing": 0.1,
+                "patch_cos_sim_layers": [0.1 * i]}))
+    df = pd.DataFrame(rows)
+    base = ["study", "trial_id", "model", "optimizer", "lr", "weight_decay", "epochs", "seed", "batch_size", "status",
+            "top1_err", "best_top1_err", "train_loss", "wall_time_s", "images_per_s", "params", "gflops",
+            "patch_cos_sim", "error", "patch_cos_sim_layers"]
+    assert an.factor_columns(df, base) == ["distillation.type", "patch_losses.cosine"]
+    assert an.factor_columns(df, base, exclude=["patch_losses.cosine"]) == ["distillation.type"]
+    assert an.factor_columns(df, base, max_levels=12) == ["distillation.type", "mixup", "patch_losses.cosine"]
+    assert an.factor_levels(df, "distillation.type") == ["hard", "soft", None]
+    # a knob that is constant in each study but differs between studies is no factor
+    two = pd.concat([df.assign(study="s1", label_smoothing=0.0), df.assign(study="s2")], ignore_index=True)
+    assert an.factor_columns(two, base) == ["distillation.type", "patch_losses.cosine"]
+    assert "patch_cos_sim_layers" not in an.split_choices(df) and "distillation.type" in an.split_choices(df)
+
+
+def test_groups_split_by_a_column_mixing_numbers_and_strings():
+    df = pd.DataFrame([trial(err=10.0, tid="a", teacher="deit_tiny"), trial(err=11.0, tid="b", teacher=3.0),
+                       trial(err=12.0, tid="c", teacher=None)])
+    g = an.group_stats(df, split_by=["teacher"], n_boot=10, n_range_boot=10)
+    assert sorted(map(str, g["teacher"])) == ["3.0", "None", "deit_tiny"] and list(g["n"]) == [1, 1, 1]
+
+
+def test_sampled_columns_read_nested_and_dotted_knobs():
+    df = pd.DataFrame([trial(**{"distillation.alpha": 0.5, "patch_losses.cosine": 0.1, "distillation.type": "soft"})])
+    spec = {"spec": {"optimizers": {"adamw": {"lr": {"log_uniform": [1e-4, 1e-2]}}},
+                     "train": {"distillation": {"alpha": {"uniform": [0.1, 0.9]}, "type": {"choice": ["soft", "hard"]}},
+                               "patch_losses.cosine": {"log_uniform": [0.01, 1.0]}}}}
+    assert an.sampled_columns(df, spec) == ["lr", "weight_decay", "distillation.alpha", "patch_losses.cosine"]
