@@ -5,9 +5,10 @@ Per model, in one process, side by side:
 - peak: the measured dense matmul rate (bf16 on CUDA, fp32 on the CPU), best of several timings;
   the denominator of every MFU here.
 - engine: `stability.engine.run_trial` itself on the `synthetic` dataset (images held and
-  augmented on the device, bf16 autocast, fused AdamW, torch.compile on CUDA). The first epoch is
-  warm-up (compile included) and is reported separately; images/s comes from the later epochs,
-  timed by the engine's per-epoch callback (each interval also holds a tiny validation pass).
+  augmented on the device, bf16 autocast, fused AdamW, torch.compile and, where the engine has the
+  switch, channels-last conv stems on CUDA). The first epoch is warm-up (compile included) and is
+  reported separately; images/s comes from the later epochs, timed by the engine's per-epoch
+  callback (each interval also holds a tiny validation pass).
 - plain: the loop most PyTorch code starts from: fp32, `torch.utils.data.DataLoader` over CPU
   tensors (pinned memory, worker processes), the default (non-fused) AdamW, no compile.
 
@@ -144,6 +145,13 @@ def measure_peak(device: torch.device, size: int, repeats: int = 5, products: in
     return {"tflops": 2 * size**3 / best / 1e12, "dtype": str(dtype).removeprefix("torch."), "size": size}
 
 
+def engine_has_channels_last() -> bool:
+    """Whether the engine's recipe has a channels-last switch (conv stems on CUDA)."""
+    from stability.config import Recipe
+
+    return "channels_last" in Recipe.model_fields
+
+
 def engine_run(case: Case, settings: Settings) -> dict[str, float]:
     """Time `run_trial` on synthetic data; the first epoch is warm-up."""
     from stability.config import TrialConfig
@@ -157,7 +165,8 @@ def engine_run(case: Case, settings: Settings) -> dict[str, float]:
                  "options": {"train_size": case.batch_size * settings.steps, "val_size": val_images,
                              "num_classes": settings.num_classes}},
         train={"batch_size": case.batch_size, "compile": settings.compile, "precision": "bf16",
-               "warmup_epochs": 0, "label_smoothing": LABEL_SMOOTHING, "eval_batch_size": val_images},
+               "warmup_epochs": 0, "label_smoothing": LABEL_SMOOTHING, "eval_batch_size": val_images,
+               **({"channels_last": True} if engine_has_channels_last() else {})},
     )
     stamps: list[float] = []
     start = time.perf_counter()
