@@ -1,0 +1,232 @@
+"""Train K sampled configurations of one model together: one forward/backward per step for all K.
+
+`run_fused_trials(cfgs)` returns one metrics dict per config, with the keys and meaning of
+`stability.engine.run_trial`; each trial keeps its own seed, initialisation, data order,
+augmentation, optimizer (lr, weight decay), schedule, divergence and evaluation, so its results
+equal training it alone within float tolerance. The configs may differ only in `lr`,
+`weight_decay`, `seed` and `extras`. Recipe features that cannot be fused are refused with a
+ValueError: mixup, cutmix, EMA, torch.compile, drop path, distillation and patch losses (any
+recipe key outside FUSABLE_RECIPE_KEYS that is not at its default). Models: ViT_P, ViT_C and
+non-distilled DeiT (`supported_models()`). One process, no data-parallel workers; the optimizers
+use torch's fused AdamW/SGD kernels (CPU and CUDA).
+
+Timing: the K trials share the training loop, so each trial's `wall_time_s` is the group's wall
+time and `images_per_s` is the trial's own images over the group's training time; the group's
+study throughput is K trials per `wall_time_s`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from stability.config import Recipe, TrialConfig
+from stability.data import load_dataset
+from stability.engine import (DIVERGENCE_CHECK_EVERY, chance_error, evaluate, patch_cos_sim_by_layer,
+                              resolve_device, seed_everything)
+from stability.fused.model import FusedViT, check_model_name
+from stability.models import build_model, model_info
+from stability.optim import build_optimizer, build_scheduler
+
+FusedEpochCallback = Callable[[int, dict[str, Any]], None]
+PER_TRIAL_KEYS = ("lr", "weight_decay", "seed", "extras")
+# Recipe keys the fused loop implements as run_trial does; any other key must keep its default
+# (mixup, cutmix, ema, drop_path, compile, distillation, patch_losses, ...).
+FUSABLE_RECIPE_KEYS = {"batch_size", "warmup_epochs", "warmup_start", "lr_floor", "label_smoothing", "grad_clip",
+                       "precision", "augment", "eval_batch_size", "channels_last"}
+
+
+def check_fusable_configs(cfgs: list[TrialConfig]) -> None:
+    """ValueError unless the configs can train together (same everything but lr, weight decay, seed)."""
+    if not cfgs:
+        raise ValueError("run_fused_trials needs at least one trial config")
+    check_model_name(cfgs[0].model)
+    shared = [cfg.model_dump(mode="json", exclude=set(PER_TRIAL_KEYS)) for cfg in cfgs]
+    for k, dump in enumerate(shared[1:], start=1):
+        differing = sorted(_differing_keys(shared[0], dump))
+        if differing:
+            raise ValueError(f"fused trials may differ only in lr, weight_decay and seed; "
+                             f"trial {k} differs from trial 0 in {', '.join(differing)}")
+    recipe = cfgs[0].train
+    defaults = Recipe()
+    unfusable = sorted(key for key in Recipe.model_fields
+                       if key not in FUSABLE_RECIPE_KEYS and getattr(recipe, key) != getattr(defaults, key))
+    if unfusable:
+        raise ValueError(f"fused trials do not support train.{', train.'.join(unfusable)}; "
+                         f"leave {'it' if len(unfusable) == 1 else 'them'} at the default or train the trials one by one")
+
+
+def _differing_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _differing_keys(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+class _Trial:
+    """One trial's own state inside the group: model, optimizer, schedule, data order, results."""
+
+    def __init__(self, cfg: TrialConfig, model: torch.nn.Module, steps_per_epoch: int, fused_optimizer: bool):
+        self.cfg = cfg
+        self.model = model
+        self.optimizer = build_optimizer(model, cfg, fused=fused_optimizer)
+        self.scheduler = build_scheduler(self.optimizer, cfg, steps_per_epoch)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.active = True  # False once its loss went non-finite (diverged)
+        self.curve: list[dict[str, Any]] = []
+        self.best_err = math.inf
+        self.train_loss = math.nan
+        self.images = 0
+        self.epoch_steps = 0
+
+
+def run_fused_trials(
+    cfgs: list[TrialConfig],
+    device: str | torch.device = "auto",
+    on_epoch: FusedEpochCallback | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train `cfgs` together; return one metrics dict per config, in order (see the module docstring).
+
+    `on_epoch(k, point)` is called after every evaluated epoch of trial k with the point
+    `run_trial` passes to its callback; `log` receives progress lines prefixed with the trial index.
+    """
+    start = time.perf_counter()
+    check_fusable_configs(cfgs)
+    device = resolve_device(device)
+    first = cfgs[0]
+    recipe, ds = first.train, first.dataset
+    seed_everything(first.seed)
+    data = load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download, **ds.options)
+    steps_per_epoch = data.steps_per_epoch(recipe.batch_size)
+    if steps_per_epoch < 1:
+        raise ValueError(f"train.batch_size {recipe.batch_size} exceeds the {data.train_size} training images")
+
+    models = []
+    for cfg in cfgs:  # each trial's own initialisation, as run_trial draws it
+        seed_everything(cfg.seed)
+        models.append(build_model(cfg.model, data.num_classes, data.img_size,
+                                  **{"in_chans": data.in_chans, **cfg.model_args}).to(device))
+    fused = FusedViT(models)
+    info = model_info(models[0], data.img_size, data.in_chans)
+    trials = [_Trial(cfg, model, steps_per_epoch, fused_optimizer=True) for cfg, model in zip(cfgs, models)]
+    use_bf16 = device.type == "cuda" and recipe.precision == "bf16"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+
+    train_seconds = 0.0
+    for epoch in range(1, first.epochs + 1):
+        active = [t for t in trials if t.active]
+        if not active:
+            break
+        fused.train()
+        epoch_start = time.perf_counter()
+        loss_sums = _train_epoch(fused, trials, data, recipe, autocast, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds += time.perf_counter() - epoch_start
+        for k, (trial, loss_sum) in enumerate(zip(trials, loss_sums.tolist())):
+            if trial.active:
+                _finish_epoch(trial, k, epoch, loss_sum, data, autocast, start, on_epoch, log)
+
+    wall = time.perf_counter() - start
+    return [_metrics(t, data, info, wall, train_seconds, log, k) for k, t in enumerate(trials)]
+
+
+def _train_epoch(fused: FusedViT, trials: list[_Trial], data, recipe: Recipe, autocast, device) -> torch.Tensor:
+    """One epoch of every trial in lockstep; returns the per-trial loss sums (K,)."""
+    k = len(trials)
+    batches = zip(*(data.train_batches(recipe.batch_size, t.generator, augment=recipe.augment) for t in trials))
+    loss_sums = torch.zeros(k, device=device)
+    for t in trials:
+        t.epoch_steps = 0
+    for step, pairs in enumerate(batches, start=1):
+        x = torch.stack([xb for xb, _ in pairs])
+        y = torch.stack([yb for _, yb in pairs])
+        with autocast():
+            logits = fused(x)
+        losses = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), label_smoothing=recipe.label_smoothing,
+                                 reduction="none").view(k, -1).mean(1)
+        fused.zero_grad(set_to_none=True)
+        losses.sum().backward()  # each model's gradient comes from its own loss term only
+        fused.grads_to_models()
+        for t in trials:
+            if not t.active:
+                continue
+            if recipe.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(t.model.parameters(), recipe.grad_clip)
+            t.optimizer.step()
+            t.scheduler.step()
+            t.epoch_steps += 1
+        loss_sums += losses.detach()  # a stopped trial's sum is already non-finite
+        if step % DIVERGENCE_CHECK_EVERY == 0:
+            _stop_diverged(trials, loss_sums)
+            if not any(t.active for t in trials):
+                break
+    return loss_sums
+
+
+def _stop_diverged(trials: list[_Trial], loss_sums: torch.Tensor) -> None:
+    """Stop the trials whose loss went non-finite (as run_trial stops its epoch)."""
+    for trial, loss_sum in zip(trials, loss_sums.tolist()):
+        if trial.active and not math.isfinite(loss_sum):
+            trial.active = False
+            trial.images += trial.epoch_steps * trial.cfg.train.batch_size
+            trial.train_loss = loss_sum / max(1, trial.epoch_steps)
+
+
+def _finish_epoch(trial: _Trial, k: int, epoch: int, loss_sum: float, data, autocast, start: float,
+                  on_epoch: FusedEpochCallback | None, log: Callable[[str], None] | None) -> None:
+    cfg = trial.cfg
+    trial.images += trial.epoch_steps * cfg.train.batch_size
+    trial.train_loss = loss_sum / max(1, trial.epoch_steps)
+    if not math.isfinite(trial.train_loss):
+        trial.active = False
+        return
+    err = evaluate(trial.model, data, cfg.train.eval_batch_size, autocast)
+    trial.best_err = min(trial.best_err, err)
+    point = {"epoch": epoch, "train_loss": trial.train_loss, "top1_err": err,
+             "lr": trial.optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - start}
+    trial.curve.append(point)
+    if on_epoch is not None:
+        on_epoch(k, point)
+    if log is not None:
+        log(f"trial {k}: epoch {epoch}/{cfg.epochs}  loss {trial.train_loss:.4f}  top1_err {err:.2f}%  "
+            f"lr {point['lr']:.3g}  {point['elapsed_s']:.1f}s")
+
+
+def _metrics(trial: _Trial, data, info: dict[str, Any], wall: float, train_seconds: float,
+             log: Callable[[str], None] | None, k: int) -> dict[str, Any]:
+    chance = chance_error(data.num_classes)
+    status = "ok" if trial.active else "diverged"
+    if status == "ok":
+        final_err = trial.curve[-1]["top1_err"]
+        layers = patch_cos_sim_by_layer(trial.model, data)
+    else:
+        final_err, layers = chance, []
+        if log is not None:
+            log(f"trial {k}: diverged: non-finite loss in epoch {len(trial.curve) + 1}; "
+                f"recorded at chance error {chance:.1f}%")
+    return {
+        "status": status,
+        "top1_err": final_err,
+        "best_top1_err": trial.best_err if math.isfinite(trial.best_err) else chance,
+        "train_loss": trial.train_loss,
+        "wall_time_s": wall,
+        "images_per_s": trial.images / train_seconds if train_seconds > 0 else math.nan,
+        "params": info["params"],
+        "gflops": info["gflops"],
+        "patch_cos_sim": layers[-1] if layers else math.nan,
+        "patch_cos_sim_layers": layers,
+        "epochs_run": len(trial.curve),
+        "error": "",
+        "curve": trial.curve,
+    }

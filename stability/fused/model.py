@@ -1,0 +1,265 @@
+"""K timm VisionTransformers of one architecture run as one fused forward/backward.
+
+Written by hand because no library does it well here: `torch.func.vmap` over timm models works but
+runs slower than a plain loop on the CPU (its scaled-dot-product-attention kernel has no batching
+rule). `FusedViT` keeps the K original models as children and stacks their parameters inside the
+forward (`torch.stack` is differentiable), so every trial's parameters stay its own leaf tensors:
+a torch.optim optimizer per trial, LambdaLR, grad clipping and the engine's `evaluate` work on each
+model unchanged. The forward follows timm's `VisionTransformer` exactly (patch or conv stem, class
+token, position embedding, pre-norm blocks with qkv bias and optional LayerScale, final norm, token
+pooling, head): linear layers become batched matmuls over K, attention folds K into the batch,
+the conv stem becomes grouped convolutions (groups=K) with BatchNorm over K x C channels (per-model
+statistics). Nothing mixes the K models, so a non-finite value in one never reaches another.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.layers import LayerScale, Mlp, PatchEmbed
+from timm.models.vision_transformer import Attention, Block, VisionTransformer
+from torch import nn
+
+from stability.models import list_models
+from stability.models.stems import ConvStemEmbed
+
+SUPPORTED_PREFIXES = ("vit_p_", "vit_c_", "deit_")
+
+
+def supported_models() -> list[str]:
+    """Registered model names that can be fused: ViT_P, ViT_C and non-distilled DeiT."""
+    return [n for n in list_models() if n.startswith(SUPPORTED_PREFIXES) and "distilled" not in n]
+
+
+def check_model_name(name: str) -> None:
+    """ValueError unless `name` is a model `FusedViT` supports."""
+    if name not in supported_models():
+        raise ValueError(f"model {name!r} cannot be fused; supported: {', '.join(supported_models())}")
+
+
+def _refuse(condition: bool, what: str) -> None:
+    if condition:
+        raise ValueError(f"cannot fuse these models: {what}")
+
+
+def _dropout_free(module: nn.Module, where: str) -> None:
+    for name in ("pos_drop", "attn_drop", "proj_drop", "drop1", "drop2", "head_drop"):
+        drop = getattr(module, name, None)
+        _refuse(isinstance(drop, nn.Dropout) and drop.p > 0, f"dropout in {where}.{name} (set it to 0)")
+
+
+def check_fusable(model: nn.Module) -> None:
+    """ValueError naming the first feature of `model` that `FusedViT` does not implement."""
+    _refuse(type(model) is not VisionTransformer, f"{type(model).__name__} is not a plain timm VisionTransformer")
+    _refuse(model.cls_token is None or model.global_pool != "token", "only class-token pooling is supported")
+    _refuse(model.reg_token is not None or model.no_embed_class or model.dynamic_img_size
+            or model.pos_embed is None, "register tokens, no_embed_class, dynamic sizes or no pos_embed")
+    _refuse(model.attn_pool is not None, "attention pooling")
+    for name in ("patch_drop", "norm_pre", "fc_norm"):
+        _refuse(not isinstance(getattr(model, name), nn.Identity), f"{name} is not Identity")
+    _refuse(not isinstance(model.norm, nn.LayerNorm), "final norm is not a LayerNorm")
+    _refuse(not isinstance(model.head, nn.Linear), "head is not a Linear layer")
+    _dropout_free(model, "model")
+    embed = model.patch_embed
+    if isinstance(embed, PatchEmbed):
+        _refuse(not isinstance(embed.norm, nn.Identity) or embed.dynamic_img_pad or not embed.flatten,
+                "patch embedding with a norm, dynamic padding or unflattened output")
+        conv = embed.proj
+        _refuse(conv.kernel_size != conv.stride or conv.padding != (0, 0), "overlapping patch embedding")
+    else:
+        _refuse(not isinstance(embed, ConvStemEmbed), f"patch embedding {type(embed).__name__}")
+    for i, block in enumerate(model.blocks):
+        where = f"blocks.{i}"
+        _refuse(type(block) is not Block or type(block.attn) is not Attention or type(block.mlp) is not Mlp,
+                f"{where} is not a timm Block(Attention, Mlp)")
+        for name in ("drop_path1", "drop_path2"):
+            _refuse(not isinstance(getattr(block, name), nn.Identity), f"drop path in {where} (set drop_path to 0)")
+        for name in ("ls1", "ls2"):
+            _refuse(not isinstance(getattr(block, name), (nn.Identity, LayerScale)), f"{where}.{name}")
+        attn, mlp = block.attn, block.mlp
+        _refuse(getattr(attn, "gate", None) is not None, f"gated attention in {where}")
+        for norm in (attn.q_norm, attn.k_norm, attn.norm, mlp.norm):
+            _refuse(not isinstance(norm, nn.Identity), f"extra norm layers in {where}")
+        _refuse(not isinstance(block.norm1, nn.LayerNorm) or not isinstance(block.norm2, nn.LayerNorm),
+                f"{where} norms are not LayerNorm")
+        _dropout_free(attn, f"{where}.attn")
+        _dropout_free(mlp, f"{where}.mlp")
+
+
+def _same_architecture(models: Sequence[nn.Module]) -> None:
+    def signature(m: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+        return [(n, tuple(t.shape)) for n, t in [*m.named_parameters(), *m.named_buffers()]]
+
+    first = signature(models[0])
+    for k, model in enumerate(models[1:], start=1):
+        _refuse(type(model.patch_embed) is not type(models[0].patch_embed) or signature(model) != first,
+                f"model {k} differs in architecture from model 0")
+
+
+class FusedViT(nn.Module):
+    """K same-architecture timm `VisionTransformer`s: images (K, B, C, H, W) -> logits (K, B, classes).
+
+    Each parameter name gets one stacked (K, ...) tensor (the "flat" parameter the fused forward
+    uses); the K models' parameters are replaced by views of it, so each model still owns its own
+    leaf parameters (for its optimizer, grad clipping and evaluation) and every update to them is
+    seen by the fused forward without copying. After `backward`, call `grads_to_models()` to hand
+    each model its slice of the stacked gradients. Build the models on their final device and dtype
+    before fusing them. The fused forward equals running each model on its own slice of the input,
+    in train mode (BatchNorm statistics of the conv stem included) and in eval mode.
+    """
+
+    def __init__(self, models: Sequence[nn.Module]):
+        super().__init__()
+        _refuse(len(models) < 1, "no models given")
+        for model in models:
+            check_fusable(model)
+        _same_architecture(models)
+        self.models = nn.ModuleList(models)
+        self._flat: dict[str, torch.Tensor] = {}
+        for name, _ in models[0].named_parameters():
+            self._flat[name] = _share_storage(models, name)
+        self._views = {name: [m.get_parameter(name) for m in models] for name in self._flat}
+
+    @property
+    def k(self) -> int:
+        return len(self.models)
+
+    def _apply(self, fn, recurse=True):
+        raise RuntimeError("FusedViT cannot be moved or cast: build the models on their device and dtype, then fuse")
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the stacked gradients and the models' gradients."""
+        for flat in self._flat.values():
+            flat.grad = None
+        super().zero_grad(set_to_none=set_to_none)
+
+    def grads_to_models(self) -> None:
+        """Give every model's parameter its slice of the stacked gradient (a view, no copy)."""
+        for name, flat in self._flat.items():
+            if flat.grad is not None:
+                for param, grad in zip(self._views[name], flat.grad.unbind(0)):
+                    param.grad = grad
+
+    def _linear(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        """(K, ..., in) -> (K, ..., out) with each model's own weight and bias (one batched matmul)."""
+        weight = self._flat[f"{prefix}.weight"].flatten(2)  # (K, out, in)
+        bias = self._flat.get(f"{prefix}.bias")
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])
+        if bias is None:
+            out = torch.bmm(flat, weight.transpose(1, 2))
+        else:
+            out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    def _layer_norm(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        """LayerNorm without affine, then each model's own gain and shift (broadcast over tokens)."""
+        norm = self.models[0].get_submodule(prefix)
+        x = F.layer_norm(x, norm.normalized_shape, eps=norm.eps)
+        weight, bias = self._flat.get(f"{prefix}.weight"), self._flat.get(f"{prefix}.bias")
+        shape = (self.k,) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+        if weight is None:
+            return x if bias is None else x + bias.view(shape)
+        if bias is None:
+            return x * weight.view(shape)
+        return torch.addcmul(bias.view(shape), x, weight.view(shape))
+
+    def _layer_scale(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        gamma = self._flat.get(f"{prefix}.gamma")
+        return x if gamma is None else x * gamma.view(self.k, 1, 1, -1)
+
+    def _patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """PatchEmbed: a stride == kernel conv is a linear map of each patch; (K, B, C, H, W) -> (K, B, N, D)."""
+        embed = self.models[0].patch_embed
+        _check_img_size(embed, x)
+        k, b, c, h, w = x.shape
+        ph, pw = embed.patch_size
+        patches = x.reshape(k, b, c, h // ph, ph, w // pw, pw).permute(0, 1, 3, 5, 2, 4, 6)
+        patches = patches.reshape(k, b, (h // ph) * (w // pw), c * ph * pw)
+        return self._linear(patches, "patch_embed.proj")
+
+    def _conv_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """ConvStemEmbed: grouped convolutions (groups=K), BatchNorm over K x C channels; -> (K, B, N, D)."""
+        embed = self.models[0].patch_embed
+        _check_img_size(embed, x)
+        k, b = x.shape[:2]
+        x = x.transpose(0, 1).reshape(b, -1, *x.shape[-2:])  # (B, K*C, H, W)
+        for i, layer in enumerate(embed.proj):
+            prefix = f"patch_embed.proj.{i}"
+            if isinstance(layer, nn.Conv2d):
+                bias = self._flat.get(f"{prefix}.bias")
+                x = F.conv2d(x, self._flat[f"{prefix}.weight"].flatten(0, 1), None if bias is None else bias.flatten(),
+                             layer.stride, layer.padding, layer.dilation, groups=k)
+            elif isinstance(layer, nn.BatchNorm2d):
+                x = self._batch_norm(x, prefix)
+            else:
+                x = layer(x)  # elementwise (ReLU)
+        return x.view(b, k, -1, x.shape[-2] * x.shape[-1]).permute(1, 0, 3, 2)
+
+    def _batch_norm(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        """One F.batch_norm over all models' channels; running statistics are copied back per model."""
+        norms = [m.get_submodule(prefix) for m in self.models]
+        first = norms[0]
+        training = first.training or first.running_mean is None
+        tracked = first.running_mean is not None
+        mean = torch.cat([n.running_mean for n in norms]) if tracked else None
+        var = torch.cat([n.running_var for n in norms]) if tracked else None
+        weight, bias = self._flat.get(f"{prefix}.weight"), self._flat.get(f"{prefix}.bias")
+        out = F.batch_norm(x, mean, var, None if weight is None else weight.flatten(),
+                           None if bias is None else bias.flatten(), training, first.momentum, first.eps)
+        if training and tracked:
+            _refuse(first.momentum is None, "BatchNorm with momentum=None (cumulative average)")
+            with torch.no_grad():
+                for norm, m, v in zip(norms, mean.chunk(self.k), var.chunk(self.k)):
+                    norm.running_mean.copy_(m)
+                    norm.running_var.copy_(v)
+                    norm.num_batches_tracked.add_(1)
+        return out
+
+    def _attention(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        attn = self.models[0].blocks[i].attn
+        k, b, n, _ = x.shape
+        qkv = self._linear(x, f"blocks.{i}.attn.qkv")
+        qkv = qkv.view(k * b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+        q, key, v = qkv.unbind(0)
+        out = F.scaled_dot_product_attention(q, key, v)
+        out = out.transpose(1, 2).reshape(k, b, n, attn.attn_dim)
+        return self._linear(out, f"blocks.{i}.attn.proj")
+
+    def _block(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        p = f"blocks.{i}"
+        x = x + self._layer_scale(self._attention(self._layer_norm(x, f"{p}.norm1"), i), f"{p}.ls1")
+        h = self._linear(self._layer_norm(x, f"{p}.norm2"), f"{p}.mlp.fc1")
+        h = self._linear(self.models[0].blocks[i].mlp.act(h), f"{p}.mlp.fc2")
+        return x + self._layer_scale(h, f"{p}.ls2")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[0] != self.k:
+            raise ValueError(f"expected images of shape ({self.k}, batch, channels, height, width), got {tuple(x.shape)}")
+        first = self.models[0]
+        x = self._patchify(x) if isinstance(first.patch_embed, PatchEmbed) else self._conv_stem(x)
+        k, b = x.shape[:2]
+        cls = self._flat["cls_token"].view(k, 1, 1, -1).expand(k, b, 1, -1)
+        x = torch.cat([cls, x], dim=2) + self._flat["pos_embed"]  # (K, 1, N, D) broadcasts over the batch
+        for i in range(len(first.blocks)):
+            x = self._block(x, i)
+        x = self._layer_norm(x[:, :, 0], "norm")  # token pooling: the norm is per token
+        return self._linear(x, "head")
+
+
+def _share_storage(models: Sequence[nn.Module], name: str) -> torch.Tensor:
+    """Stack parameter `name` of every model into one (K, ...) leaf; make each model's parameter a view of it."""
+    params = [m.get_parameter(name) for m in models]
+    flat = torch.stack([p.detach() for p in params]).requires_grad_(params[0].requires_grad)
+    owner_name, _, leaf = name.rpartition(".")
+    for model, param, view in zip(models, params, flat.detach().unbind(0)):
+        owner = model.get_submodule(owner_name) if owner_name else model
+        owner._parameters[leaf] = nn.Parameter(view, requires_grad=param.requires_grad)
+    return flat
+
+
+def _check_img_size(embed: nn.Module, x: torch.Tensor) -> None:
+    size = tuple(x.shape[-2:])
+    if getattr(embed, "strict_img_size", True) and size != tuple(embed.img_size):
+        raise ValueError(f"input size {size[0]}x{size[1]} does not match the models' {embed.img_size[0]}x{embed.img_size[1]}")
