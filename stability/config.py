@@ -23,7 +23,7 @@ class _Strict(BaseModel):
 class DatasetConfig(_Strict):
     """Which data a trial trains on."""
 
-    name: str = Field("digits", description="dataset name: digits, cifar10, cifar100 or imagefolder")
+    name: str = Field("digits", description="dataset name: digits, cifar10, cifar100, imagefolder or synthetic (random images, for benchmarks)")
     root: str | None = Field(None, description="folder holding the dataset files (not needed for digits)")
     img_size: PositiveInt | None = Field(None, description="input resolution in pixels (default: the dataset's own)")
     download: bool = Field(False, description="allow torchvision to download cifar10/cifar100 into root")

@@ -16,13 +16,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from timm.data import Mixup
-from timm.loss import SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 
+from stability.checkpoint import build_teacher, checkpoint_dict, load_checkpoint, save_checkpoint, teacher_is_checkpoint
 from stability.config import TrialConfig
 from stability.data import load_dataset
+from stability.losses import Objective, TrainForward
 from stability.models import block_patch_tokens, build_model, model_info, patch_cosine_similarity
 from stability.optim import build_optimizer, build_scheduler
 
@@ -80,13 +80,39 @@ def patch_cos_sim_by_layer(model: torch.nn.Module, data) -> list[float]:
     return [float(patch_cosine_similarity(tokens)) for tokens in block_patch_tokens(model, x)]
 
 
+def load_teacher(cfg: TrialConfig, checkpoint: dict[str, Any] | None, data, device: torch.device):
+    """The frozen distillation teacher of `cfg`, or None when the trial does not distil."""
+    distill = cfg.train.distillation
+    if not distill.active:
+        return None
+    if checkpoint is None:
+        if not teacher_is_checkpoint(distill.teacher):
+            raise ValueError(
+                f"teacher {distill.teacher!r} is a model name: a sweep trains it first; to run one trial alone, "
+                f"train it with `python -m stability.train --model {distill.teacher} ... --save-checkpoint t.pt` "
+                f"and pass --set train.distillation.teacher=t.pt")
+        checkpoint = load_checkpoint(distill.teacher)
+    return build_teacher(checkpoint, data, device)
+
+
+def _patch_size(model: torch.nn.Module, img_size: int) -> int | None:
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    return img_size // grid[0] if grid else None
+
+
 def run_trial(
     cfg: TrialConfig,
     device: str | torch.device = "auto",
     on_epoch: EpochCallback | None = None,
     log: Callable[[str], None] | None = None,
+    teacher: dict[str, Any] | None = None,
+    checkpoint_to: str | None = None,
 ) -> dict[str, Any]:
-    """Train one trial and return its metrics (see DESIGN.md, "Results")."""
+    """Train one trial and return its metrics (see DESIGN.md, "Results").
+
+    `teacher`: a loaded checkpoint of the distillation teacher (default: read the path the config
+    names). `checkpoint_to`: save the trained (EMA) model there, e.g. to serve as a teacher.
+    """
     start = time.perf_counter()
     device = resolve_device(device)
     rank, world = _distributed()
@@ -98,10 +124,17 @@ def run_trial(
     overrides = {"in_chans": data.in_chans, **({"drop_path_rate": recipe.drop_path} if recipe.drop_path else {})}
     model = build_model(cfg.model, data.num_classes, data.img_size, **{**overrides, **cfg.model_args}).to(device)
     info = model_info(model, data.img_size, data.in_chans)
-    train_model: torch.nn.Module = model
+    teacher_model = load_teacher(cfg, teacher, data, device)
+    if teacher_model is not None and hasattr(model, "set_distilled_training"):
+        model.set_distilled_training(True)  # DeiT: (class, distillation) logits in training
+    channels_last = device.type == "cuda" and recipe.channels_last and any(
+        isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_model: torch.nn.Module = TrainForward(model, need_tokens=recipe.patch_losses.active)
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
     if recipe.compile:
         train_model = torch.compile(train_model)
 
@@ -116,17 +149,13 @@ def run_trial(
     ema = ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema else None
     eval_model = ema.module if ema is not None else model
 
-    mixing = recipe.mixup > 0 or recipe.cutmix > 0
     mixup = None
-    if mixing:
+    if recipe.mixup > 0 or recipe.cutmix > 0:
         mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix,
                       label_smoothing=recipe.label_smoothing, num_classes=data.num_classes)
-    soft_ce = SoftTargetCrossEntropy()
-
-    def criterion(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if mixing:
-            return soft_ce(logits, target)
-        return F.cross_entropy(logits, target, label_smoothing=recipe.label_smoothing)
+    objective = Objective(num_classes=data.num_classes, label_smoothing=recipe.label_smoothing,
+                          distillation=recipe.distillation, patch_losses=recipe.patch_losses, teacher=teacher_model,
+                          patch_size=_patch_size(model, data.img_size), seed=cfg.seed)
 
     use_bf16 = device.type == "cuda" and recipe.precision == "bf16"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
@@ -141,11 +170,13 @@ def run_trial(
         loss_sum = torch.zeros((), device=device)
         epoch_steps = 0
         for x, y in data.train_batches(batch_size, generator, augment=recipe.augment, rank=rank, world_size=world):
-            target = y
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            x, target, patch_labels = objective.mix(x, y)
             if mixup is not None:
                 x, target = mixup(x, y)
             with autocast():
-                loss = criterion(train_model(x), target)
+                loss = objective(train_model(x), x, target, patch_labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if recipe.grad_clip is not None:
@@ -187,6 +218,8 @@ def run_trial(
     else:
         final_err = curve[-1]["top1_err"]
         layers = patch_cos_sim_by_layer(eval_model, data)
+        if checkpoint_to is not None and rank == 0:
+            save_checkpoint(checkpoint_dict(eval_model, cfg, data, {"top1_err": final_err}), checkpoint_to)
     return {
         "status": status,
         "top1_err": final_err,

@@ -152,10 +152,29 @@ def placement(spec: StudySpec) -> dict[str, Any]:
     return {"workers_per_trial": res.workers_per_trial, "cpus_per_worker": res.cpus_per_worker, "gpus_per_worker": gpus}
 
 
-def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, progress, verbose: bool) -> None:
+def prepare_teachers(todo: list, root: Path, resources: dict[str, Any], store, study: str, console) -> tuple[dict, list]:
+    """Train the teachers the remaining trials need; trials whose teacher failed are recorded as failed."""
+    from stability.teachers import ensure_teachers, teacher_key
+    from stability.tune_trial import failed_row
+
+    teachers, failures = ensure_teachers(todo, root, resources, console)
+    runnable = []
+    for cfg in todo:
+        message = failures.get(teacher_key(cfg) or "")
+        if message:
+            store.write_trial(failed_row(study, cfg, message), [])
+        else:
+            runnable.append(cfg)
+    return teachers, runnable
+
+
+def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, progress, verbose: bool,
+               teachers: dict[str, bytes]) -> None:
     from ray import tune
 
     from stability.tune_trial import StoreCallback, run_in_tune
+
+    run_in_tune = tune.with_parameters(run_in_tune, teachers=teachers)
 
     if resources["workers_per_trial"] == 1:
         trainable = tune.with_resources(run_in_tune, {"cpu": resources["cpus_per_worker"], "gpu": resources["gpus_per_worker"]})
@@ -186,6 +205,7 @@ def sweep(argv: list[str] | None = None) -> int:
 
     from stability.sampling import plan_summary, plan_trials
     from stability.store import ResultsStore, extra_column_type, read_study
+    from stability.teachers import check_factors
 
     args = parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
@@ -196,6 +216,7 @@ def sweep(argv: list[str] | None = None) -> int:
     spec = resolve_spec(args)
     check_names(spec)
     plan = plan_trials(spec)
+    check_factors(plan)
     if args.dry_run:  # a plan can be inspected before the data is in place
         summary = plan_summary(spec, plan)
         try:
@@ -229,10 +250,11 @@ def sweep(argv: list[str] | None = None) -> int:
         connect_ray(args.address, args.num_cpus, args.verbose)
         resources = placement(spec)
         store.write_spec({"schema_version": 1, "spec": spec.resolved(), "versions": versions()})
+        teachers, todo = prepare_teachers(todo, root, resources, store, spec.name, console)
         from stability.progress import SweepProgress
 
-        with SweepProgress(total=len(plan), already_done=finished_before, console=console) as progress:
-            run_trials(spec, resources, todo, store, progress, args.verbose)
+        with SweepProgress(total=len(plan), already_done=len(plan) - len(todo), console=console) as progress:
+            run_trials(spec, resources, todo, store, progress, args.verbose, teachers)
 
     from stability.progress import print_summary
 

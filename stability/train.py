@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override, e.g. train.mixup=0.8, model_args.init_values=1e-5 (repeatable)")
+    p.add_argument("--save-checkpoint", metavar="PATH", default=None,
+                   help="save the trained model (e.g. a distillation teacher: train.distillation.teacher=PATH)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
     return p.parse_args(argv)
 
@@ -63,6 +65,25 @@ def validate(cfg: TrialConfig) -> None:
         check_dataset(cfg.dataset.name, cfg.dataset.root)
     except DatasetError as exc:
         raise UsageError(str(exc)) from None
+    check_factors(cfg)
+
+
+def check_factors(cfg: TrialConfig) -> None:
+    """Distillation needs a teacher checkpoint when training alone; patch losses need patch tokens."""
+    from stability.checkpoint import load_checkpoint, teacher_is_checkpoint
+    from stability.models import has_patch_tokens
+
+    if cfg.train.patch_losses.active and not has_patch_tokens(cfg.model):
+        raise UsageError(f"train.patch_losses: {cfg.model} has no patch tokens; use a transformer model")
+    distill = cfg.train.distillation
+    if distill.active:
+        if not teacher_is_checkpoint(distill.teacher):
+            raise UsageError(f"train.distillation.teacher {distill.teacher!r}: alone, a trial needs a teacher checkpoint "
+                             f"(train one with --model {distill.teacher} ... --save-checkpoint t.pt); a sweep trains it for you")
+        try:
+            load_checkpoint(distill.teacher)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def train(argv: list[str] | None = None) -> dict:
@@ -74,7 +95,7 @@ def train(argv: list[str] | None = None) -> dict:
     validate(cfg)
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     try:
-        metrics = run_trial(cfg, device=args.device, log=log)
+        metrics = run_trial(cfg, device=args.device, log=log, checkpoint_to=args.save_checkpoint)
     except ValueError as exc:  # bad combinations found while building (device, batch size, ...)
         raise UsageError(str(exc)) from None
     metrics.pop("curve")

@@ -18,6 +18,7 @@ from ray import tune
 
 from stability.config import TrialConfig
 from stability.store import ResultsStore
+from stability.teachers import teacher_checkpoint
 
 FINAL = "stability_final"  # key marking the last report of a trial (its metrics)
 
@@ -44,19 +45,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     _set_threads(config["cpus"])
     cfg = TrialConfig.model_validate(config["trial"])
-    metrics = run_trial(cfg, device="auto", on_epoch=_report_to(ray.train.report))
+    teacher = teacher_checkpoint(cfg, config.get("teachers"))
+    metrics = run_trial(cfg, device="auto", on_epoch=_report_to(ray.train.report), teacher=teacher)
     ray.train.report(_final(metrics))
 
 
-def run_in_tune(config: dict[str, Any]) -> None:
-    """Tune trial function: one trial of the plan."""
+def run_in_tune(config: dict[str, Any], teachers: dict[str, bytes] | None = None) -> None:
+    """Tune trial function: one trial of the plan (`teachers`: checkpoints by teacher id)."""
     cfg = TrialConfig.model_validate(config["trial"])
     resources = config["resources"]
     if resources["workers_per_trial"] == 1:
         from stability.engine import run_trial
 
         _set_threads(resources["cpus_per_worker"])
-        metrics = run_trial(cfg, device="auto", on_epoch=_report_to(tune.report))
+        metrics = run_trial(cfg, device="auto", on_epoch=_report_to(tune.report),
+                            teacher=teacher_checkpoint(cfg, teachers))
         tune.report(_final(metrics))
         return
     from ray.train import RunConfig, ScalingConfig
@@ -66,7 +69,7 @@ def run_in_tune(config: dict[str, Any]) -> None:
     gpus = resources["gpus_per_worker"]
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"trial": config["trial"], "cpus": resources["cpus_per_worker"]},
+        train_loop_config={"trial": config["trial"], "cpus": resources["cpus_per_worker"], "teachers": teachers},
         scaling_config=ScalingConfig(
             num_workers=resources["workers_per_trial"],
             use_gpu=gpus > 0,

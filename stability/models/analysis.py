@@ -53,7 +53,7 @@ def model_info(model: nn.Module, img_size: int, in_chans: int = 3) -> dict[str, 
     return {"params": int(params), "gflops": flops / 2 / 1e9}
 
 
-def _prefix_tokens(model: nn.Module) -> int:
+def prefix_tokens(model: nn.Module) -> int:
     """Tokens ahead of the patches in the outputs of `model.blocks` (CaiT's blocks carry patches only)."""
     if isinstance(model, Cait):
         return 0
@@ -72,7 +72,7 @@ def block_patch_tokens(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     blocks = transformer_blocks(model)
     if not blocks:
         return []
-    skip = _prefix_tokens(model)
+    skip = prefix_tokens(model)
     outputs: list[torch.Tensor] = []
 
     def keep_patches(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:

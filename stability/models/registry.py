@@ -8,15 +8,19 @@ from torch import nn
 
 ModelBuilder = Callable[..., nn.Module]
 _BUILDERS: dict[str, ModelBuilder] = {}
+_WITHOUT_PATCH_TOKENS: set[str] = set()
 
 
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Register `builder(num_classes, img_size, **overrides) -> nn.Module` under `name`."""
+def register_model(name: str, patch_tokens: bool = True) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Register `builder(num_classes, img_size, **overrides) -> nn.Module` under `name`;
+    `patch_tokens=False` for models without transformer patch tokens (convnets)."""
 
     def decorate(builder: ModelBuilder) -> ModelBuilder:
         if name in _BUILDERS:
             raise ValueError(f"model {name!r} is registered twice")
         _BUILDERS[name] = builder
+        if not patch_tokens:
+            _WITHOUT_PATCH_TOKENS.add(name)
         return builder
 
     return decorate
@@ -25,6 +29,11 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
 def list_models() -> list[str]:
     """Registered model names, sorted."""
     return sorted(_BUILDERS)
+
+
+def has_patch_tokens(name: str) -> bool:
+    """Whether the model has transformer patch tokens (over-smoothing metric and losses)."""
+    return name in _BUILDERS and name not in _WITHOUT_PATCH_TOKENS
 
 
 def build_model(name: str, num_classes: int, img_size: int, **overrides: Any) -> nn.Module:

@@ -83,7 +83,7 @@ def _register_families() -> None:
     for name, (variant, patch, depth) in CAIT_VARIANTS.items():
         register_model(name)(partial(build_cait, variant, patch, depth))
     for name, variant in REGNETY_VARIANTS.items():
-        register_model(name)(partial(build_regnety, variant))
+        register_model(name, patch_tokens=False)(partial(build_regnety, variant))
 
 
 _register_families()

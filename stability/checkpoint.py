@@ -1,0 +1,104 @@
+"""Model checkpoints: what a distillation teacher is stored as, and how it comes back.
+
+A checkpoint is a plain dict saved with torch.save: the model name and build arguments, the data
+shape it was trained for, its weights, and its final top-1 error. It rebuilds without the config
+that trained it, so a teacher can be given as a path (`train.distillation.teacher: t.pt`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from stability.config import Recipe, TrialConfig
+from stability.models import build_model
+
+CHECKPOINT_FORMAT = 1
+
+
+# Recipe keys a teacher takes from its students; regularisers (mixup, EMA, drop path, the
+# study's factors) stay at their defaults, so the students' sampled knobs share one teacher.
+TEACHER_INHERITS = ("batch_size", "warmup_epochs", "warmup_start", "lr_floor", "label_smoothing", "precision",
+                    "augment", "eval_batch_size", "compile", "channels_last")
+
+
+def teacher_config(cfg: TrialConfig) -> TrialConfig:
+    """The trial that trains `cfg`'s teacher when it is given by model name: the study's data, the
+    basic recipe keys of TEACHER_INHERITS, and the teacher recipe's optimizer, lr, wd and length."""
+    teach = cfg.train.distillation.teacher_recipe
+    recipe = cfg.train.model_dump(include=set(TEACHER_INHERITS))
+    return TrialConfig(
+        model=cfg.train.distillation.teacher, optimizer=teach.optimizer, lr=teach.lr,
+        weight_decay=teach.weight_decay, epochs=teach.epochs, seed=teach.seed, dataset=cfg.dataset,
+        train=Recipe(**recipe),
+    )
+
+
+def teacher_is_checkpoint(teacher: str) -> bool:
+    """A teacher ending in .pt/.pth or naming an existing file is a checkpoint, else a model name."""
+    return teacher.endswith((".pt", ".pth")) or Path(teacher).is_file()
+
+
+def checkpoint_dict(model: nn.Module, cfg: TrialConfig, data, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT, "model": cfg.model, "model_args": dict(cfg.model_args),
+        "num_classes": data.num_classes, "img_size": data.img_size, "in_chans": data.in_chans,
+        "top1_err": metrics.get("top1_err"), "trial_id": cfg.trial_id,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def to_bytes(checkpoint: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return buffer.getvalue()
+
+
+def from_bytes(blob: bytes) -> dict[str, Any]:
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write atomically: a reader (or a resumed sweep) never sees half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
+    os.close(fd)
+    try:
+        Path(tmp).write_bytes(to_bytes(checkpoint))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint file; a one-line ValueError when it is missing or not one of ours."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"teacher checkpoint {path} does not exist") from None
+    except Exception as exc:  # torch raises many types for foreign or damaged files
+        raise ValueError(f"cannot read teacher checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a stability checkpoint (save one with stability.train --save-checkpoint)")
+    return checkpoint
+
+
+def build_teacher(checkpoint: dict[str, Any], data, device: torch.device) -> nn.Module:
+    """The frozen teacher in eval mode on `device`; its data shape must match the student's."""
+    for key in ("num_classes", "img_size", "in_chans"):
+        if checkpoint[key] != getattr(data, key):
+            raise ValueError(f"teacher {checkpoint['model']} was trained with {key}={checkpoint[key]}, "
+                             f"the student's data has {key}={getattr(data, key)}")
+    model = build_model(checkpoint["model"], checkpoint["num_classes"], checkpoint["img_size"],
+                        in_chans=checkpoint["in_chans"], **checkpoint["model_args"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.requires_grad_(False)
+    return model.to(device).eval()
