@@ -29,7 +29,7 @@ class SweepProgress(tune.Callback):
         self.total = total
         self.done = already_done
         self.started_with = already_done
-        self.running: set[str] = set()
+        self.running: dict[str, int] = {}  # Tune trial id -> study trials it runs (fused groups run several)
         self.failed = 0
         self.diverged = 0
         self.best: tuple[float, str] | None = None
@@ -64,19 +64,19 @@ class SweepProgress(tune.Callback):
     def line(self) -> str:
         best = f"best {self.best[0]:.2f}% ({self.best[1]})" if self.best else "best -"
         extra = "".join(f" · {n} {what}" for n, what in ((self.diverged, "diverged"), (self.failed, "failed")) if n)
-        return (f"trials {self.done}/{self.total} done · {len(self.running)} running{extra} · {best} · "
+        return (f"trials {self.done}/{self.total} done · {sum(self.running.values())} running{extra} · {best} · "
                 f"ETA {format_duration(self.eta_seconds())} · elapsed {format_duration(time.monotonic() - self.start)}")
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.running.add(trial.trial_id)
+        self.running[trial.trial_id] = len(trial.config.get("trials", [None]))
         self._refresh()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
+        self.running.pop(trial.trial_id, None)
         self._refresh()
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
+        self.running.pop(trial.trial_id, None)
         self._refresh()
 
     def finished(self, row: dict[str, Any]) -> None:

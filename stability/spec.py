@@ -145,6 +145,13 @@ class Resources(_Strict):
     trials_per_gpu: PositiveInt = Field(1, description="small trials sharing one GPU")
     max_failures: NonNegativeInt = Field(1, description="retries of a trial that raises before it is recorded as failed")
     max_concurrent: PositiveInt | None = Field(None, description="cap on trials running at once (default: what resources allow)")
+    fused_trials: PositiveInt = Field(1, description="train up to K sampled configs of one model together in one process (one forward/backward for all)")
+
+    @model_validator(mode="after")
+    def _fused_runs_in_one_process(self) -> "Resources":
+        if self.fused_trials > 1 and self.workers_per_trial > 1:
+            raise ValueError("fused_trials > 1 needs workers_per_trial 1 (fused trials run in one process)")
+        return self
 
 
 class ModelEntry(_Strict):

@@ -168,6 +168,27 @@ def prepare_teachers(todo: list, root: Path, resources: dict[str, Any], store, s
     return teachers, runnable
 
 
+def fused_groups(todo: list, k: int) -> list[list]:
+    """Trials in groups of up to k that differ only in lr, weight decay and seed (resources.fused_trials);
+    trials the fused engine cannot train (model or recipe) stay alone."""
+    if k == 1:
+        return [[cfg] for cfg in todo]
+    from stability.fused.engine import PER_TRIAL_KEYS, check_fusable_configs
+
+    by_key: dict[str, list] = {}
+    for cfg in todo:
+        by_key.setdefault(json.dumps(cfg.model_dump(mode="json", exclude=set(PER_TRIAL_KEYS)), sort_keys=True), []).append(cfg)
+    groups = []
+    for members in by_key.values():
+        try:
+            check_fusable_configs(members[:1])
+        except ValueError:
+            groups += [[cfg] for cfg in members]
+            continue
+        groups += [members[i:i + k] for i in range(0, len(members), k)]
+    return groups
+
+
 def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, progress, verbose: bool,
                teachers: dict[str, bytes]) -> None:
     from ray import tune
@@ -181,8 +202,13 @@ def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, pr
     else:  # the trial process only drives a TorchTrainer; its workers hold the resources
         trainable = tune.with_resources(run_in_tune, {"cpu": TRIAL_DRIVER_CPUS})
     with tempfile.TemporaryDirectory(prefix="stability-tune-") as tune_dir:
+        groups = fused_groups(todo, spec.resources.fused_trials)
+        if len(groups) < len(todo):
+            alone = sum(len(group) == 1 for group in groups)
+            progress.console.print(f"fused trials: {len(todo)} trials in {len(groups)} processes"
+                                   + (f" ({alone} alone: model or recipe the fused engine cannot train)" if alone else ""))
         param_space = {
-            "trial": tune.grid_search([cfg.model_dump(mode="json") for cfg in todo]),
+            "trials": tune.grid_search([[cfg.model_dump(mode="json") for cfg in group] for group in groups]),
             "resources": resources,
             "train_storage": tune_dir,
         }

@@ -21,6 +21,7 @@ from stability.store import ResultsStore
 from stability.teachers import teacher_checkpoint
 
 FINAL = "stability_final"  # key marking the last report of a trial (its metrics)
+MEMBER = "stability_member"  # index of the study trial a report belongs to within a fused group
 
 
 def _report_to(report: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
@@ -50,10 +51,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ray.train.report(_final(metrics))
 
 
+def run_fused_group(cfgs: list[TrialConfig], cpus: float) -> None:
+    """Several study trials trained together (resources.fused_trials); each reports its own results."""
+    from stability.fused.engine import run_fused_trials
+
+    _set_threads(cpus)
+    on_epoch = lambda k, point: tune.report({**point, FINAL: False, MEMBER: k})  # noqa: E731
+    for k, metrics in enumerate(run_fused_trials(cfgs, device="auto", on_epoch=on_epoch)):
+        tune.report({**_final(metrics), MEMBER: k})
+
+
 def run_in_tune(config: dict[str, Any], teachers: dict[str, bytes] | None = None) -> None:
-    """Tune trial function: one trial of the plan (`teachers`: checkpoints by teacher id)."""
-    cfg = TrialConfig.model_validate(config["trial"])
+    """Tune trial function: one trial of the plan, or a fused group of them (`config["trials"]`);
+    `teachers`: distillation teacher checkpoints by teacher id."""
+    cfgs = [TrialConfig.model_validate(trial) for trial in config["trials"]]
     resources = config["resources"]
+    if len(cfgs) > 1:
+        run_fused_group(cfgs, resources["cpus_per_worker"])
+        return
+    cfg = cfgs[0]
     if resources["workers_per_trial"] == 1:
         from stability.engine import run_trial
 
@@ -69,7 +85,7 @@ def run_in_tune(config: dict[str, Any], teachers: dict[str, bytes] | None = None
     gpus = resources["gpus_per_worker"]
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"trial": config["trial"], "cpus": resources["cpus_per_worker"], "teachers": teachers},
+        train_loop_config={"trial": config["trials"][0], "cpus": resources["cpus_per_worker"], "teachers": teachers},
         scaling_config=ScalingConfig(
             num_workers=resources["workers_per_trial"],
             use_gpu=gpus > 0,
@@ -110,36 +126,44 @@ class StoreCallback(tune.Callback):
         self.study = study
         self.store = store
         self.on_finished = on_finished
-        self.curves: dict[str, list[dict[str, Any]]] = {}
+        self.curves: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self.written: set[tuple[str, int]] = set()
 
     @staticmethod
-    def _config(trial) -> TrialConfig:
-        return TrialConfig.model_validate(trial.config["trial"])
+    def _configs(trial) -> list[TrialConfig]:
+        return [TrialConfig.model_validate(t) for t in trial.config["trials"]]
+
+    def _reset(self, trial) -> None:
+        for key in [key for key in self.curves if key[0] == trial.trial_id]:
+            del self.curves[key]
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.curves[trial.trial_id] = []
+        self._reset(trial)
 
     def on_trial_restore(self, iteration, trials, trial, **info):
-        self.curves[trial.trial_id] = []
+        self._reset(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        curve = self.curves.setdefault(trial.trial_id, [])
+        key = (trial.trial_id, int(result.get(MEMBER, 0)))
+        curve = self.curves.setdefault(key, [])
         if not result.get(FINAL, False):
             if result.get("epoch") == 1:
                 curve.clear()  # a retried trial starts its curve again
             curve.append({k: result.get(k) for k in ("epoch", "train_loss", "top1_err", "lr", "elapsed_s")})
             return
-        cfg = self._config(trial)
-        row = result_row(self.study, cfg, result)
+        row = result_row(self.study, self._configs(trial)[key[1]], result)
         self.store.write_trial(row, curve)
+        self.written.add(key)
         self.on_finished(row)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        cfg = self._config(trial)
         message = _last_error_line(trial)
-        row = failed_row(self.study, cfg, message)
-        self.store.write_trial(row, [])
-        self.on_finished(row)
+        for member, cfg in enumerate(self._configs(trial)):
+            if (trial.trial_id, member) in self.written:
+                continue
+            row = failed_row(self.study, cfg, message)
+            self.store.write_trial(row, [])
+            self.on_finished(row)
 
 
 def _last_error_line(trial) -> str:

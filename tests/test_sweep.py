@@ -121,3 +121,20 @@ def test_a_trial_that_cannot_be_placed_is_refused(ray_cluster, tmp_path):
                   "--set", "resources.workers_per_trial=3", env=ray_cluster["env"], timeout=120)
     assert out.returncode == 2 and "one trial needs 3.01 CPUs" in out.stderr
     assert not (tmp_path / "tiny" / "trials.parquet").exists()
+
+
+@pytest.mark.ray
+def test_fused_trials_write_one_row_each(ray_cluster, tmp_path):
+    """resources.fused_trials: the mixup-free trials train in fused groups, the others alone; every
+    trial still gets its own row and curve."""
+    sets = ["--set", "name=fused", "--set", "resources.fused_trials=4", "--set", "samples=4"]
+    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(tmp_path), *sets,
+                  env=ray_cluster["env"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    plan = plan_trials(load_spec(TINY, ["name=fused", "resources.fused_trials=4", "samples=4"]))
+    assert "fused trials: 16 trials in 12 processes (8 alone" in out.stderr
+    trials = pd.read_parquet(tmp_path / "fused" / "trials.parquet")
+    assert sorted(trials["trial_id"]) == sorted(c.trial_id for c in plan)
+    assert set(trials["status"]) <= {"ok", "diverged"} and (trials["mixup"] == 0).sum() >= 2
+    curves = pd.read_parquet(tmp_path / "fused" / "curves.parquet")
+    assert len(curves) == 2 * len(plan) and not curves.duplicated(["trial_id", "epoch"]).any()
