@@ -1,11 +1,12 @@
-"""`python -m stability.bench {gpu,overhead,fused,all}`: benchmarks, each a ratio against a baseline.
+"""`python -m stability.bench {gpu,overhead,fused,orchestration,all}`: benchmarks, each a ratio against a baseline.
 
-gpu       the trial engine vs a plain PyTorch loop: images/s and MFU per model (CUDA; --device cpu smoke-tests it)
-overhead  per-trial overhead, sweep vs a loop of stability.train (benchmarks/trial_overhead.py; needs Ray)
-fused     several configs of one model trained in one fused step vs one by one (benchmarks/fused_trials.py)
-all       each of the above that can run here, then a table of their ratios
+gpu            the trial engine vs a plain PyTorch loop: images/s and MFU per model (CUDA; --device cpu smoke-tests it)
+overhead       per-trial overhead, sweep vs a loop of stability.train (benchmarks/trial_overhead.py; needs Ray)
+fused          several configs of one model trained in one fused step vs one by one (benchmarks/fused_trials.py)
+orchestration  sweep wall time vs the trials' own work, 1-minute trials (benchmarks/orchestration_share.py; needs Ray)
+all            each of the above that can run here, then a table of their ratios
 
-Arguments after `overhead` or `fused` go to the script (e.g. `overhead --trials 4`).
+Arguments after `overhead`, `fused` or `orchestration` go to the script (e.g. `overhead --trials 4`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 SCRIPTS = {
     "overhead": ("trial_overhead.py", ("ray",)),  # per-trial overhead: sweep vs a loop of stability.train
     "fused": ("fused_trials.py", ()),  # several configs of one model in one forward/backward vs one by one
+    "orchestration": ("orchestration_share.py", ("ray",)),  # sweep wall time vs the trials' own work
 }
 RATIO_LINE = re.compile(r"^\s*ratio\b.*", re.IGNORECASE | re.MULTILINE)
 
