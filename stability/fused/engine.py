@@ -144,6 +144,7 @@ def run_fused_trials(
 def _train_epoch(fused: FusedViT, trials: list[_Trial], data, recipe: Recipe, autocast, device) -> torch.Tensor:
     """One epoch of every trial in lockstep; returns the per-trial loss sums (K,)."""
     k = len(trials)
+    check_every = 1 if device.type == "cpu" else DIVERGENCE_CHECK_EVERY  # a check costs a sync on accelerators
     batches = zip(*(data.train_batches(recipe.batch_size, t.generator, augment=recipe.augment) for t in trials))
     loss_sums = torch.zeros(k, device=device)
     for t in trials:
@@ -167,18 +168,20 @@ def _train_epoch(fused: FusedViT, trials: list[_Trial], data, recipe: Recipe, au
             t.scheduler.step()
             t.epoch_steps += 1
         loss_sums += losses.detach()  # a stopped trial's sum is already non-finite
-        if step % DIVERGENCE_CHECK_EVERY == 0:
-            _stop_diverged(trials, loss_sums)
+        if step % check_every == 0:
+            _stop_diverged(fused, trials, loss_sums)
             if not any(t.active for t in trials):
                 break
     return loss_sums
 
 
-def _stop_diverged(trials: list[_Trial], loss_sums: torch.Tensor) -> None:
-    """Stop the trials whose loss went non-finite (as run_trial stops its epoch)."""
-    for trial, loss_sum in zip(trials, loss_sums.tolist()):
+def _stop_diverged(fused: FusedViT, trials: list[_Trial], loss_sums: torch.Tensor) -> None:
+    """Stop the trials whose loss went non-finite (as run_trial stops its epoch). A stopped trial
+    stays in the fused batch with zero weights: exploding values slow every kernel down."""
+    for k, (trial, loss_sum) in enumerate(zip(trials, loss_sums.tolist())):
         if trial.active and not math.isfinite(loss_sum):
             trial.active = False
+            fused.zero_model_(k)
             trial.images += trial.epoch_steps * trial.cfg.train.batch_size
             trial.train_loss = loss_sum / max(1, trial.epoch_steps)
 

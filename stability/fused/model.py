@@ -142,6 +142,12 @@ class FusedViT(nn.Module):
                 for param, grad in zip(self._views[name], flat.grad.unbind(0)):
                     param.grad = grad
 
+    @torch.no_grad()
+    def zero_model_(self, k: int) -> None:
+        """Set every parameter of model k to zero (a diverged trial: keeps its slot, stops its overflow)."""
+        for flat in self._flat.values():
+            flat[k].zero_()
+
     def _linear(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
         """(K, ..., in) -> (K, ..., out) with each model's own weight and bias (one batched matmul)."""
         weight = self._flat[f"{prefix}.weight"].flatten(2)  # (K, out, in)
