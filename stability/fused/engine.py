@@ -57,8 +57,9 @@ def check_fusable_configs(cfgs: list[TrialConfig]) -> None:
     unfusable = sorted(key for key in Recipe.model_fields
                        if key not in FUSABLE_RECIPE_KEYS and getattr(recipe, key) != getattr(defaults, key))
     if unfusable:
+        them = "it" if len(unfusable) == 1 else "them"
         raise ValueError(f"fused trials do not support train.{', train.'.join(unfusable)}; "
-                         f"leave {'it' if len(unfusable) == 1 else 'them'} at the default or train the trials one by one")
+                         f"leave {them} at the default or train the trials one by one")
 
 
 def _differing_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
@@ -124,8 +125,7 @@ def run_fused_trials(
 
     train_seconds = 0.0
     for epoch in range(1, first.epochs + 1):
-        active = [t for t in trials if t.active]
-        if not active:
+        if not any(t.active for t in trials):
             break
         fused.train()
         epoch_start = time.perf_counter()

@@ -242,7 +242,8 @@ class FusedViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[0] != self.k:
-            raise ValueError(f"expected images of shape ({self.k}, batch, channels, height, width), got {tuple(x.shape)}")
+            raise ValueError(f"expected images of shape ({self.k}, batch, channels, height, width), "
+                             f"got {tuple(x.shape)}")
         first = self.models[0]
         x = self._patchify(x) if isinstance(first.patch_embed, PatchEmbed) else self._conv_stem(x)
         k, b = x.shape[:2]
@@ -268,4 +269,5 @@ def _share_storage(models: Sequence[nn.Module], name: str) -> torch.Tensor:
 def _check_img_size(embed: nn.Module, x: torch.Tensor) -> None:
     size = tuple(x.shape[-2:])
     if getattr(embed, "strict_img_size", True) and size != tuple(embed.img_size):
-        raise ValueError(f"input size {size[0]}x{size[1]} does not match the models' {embed.img_size[0]}x{embed.img_size[1]}")
+        expected = f"{embed.img_size[0]}x{embed.img_size[1]}"
+        raise ValueError(f"input size {size[0]}x{size[1]} does not match the models' {expected}")
