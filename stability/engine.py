@@ -24,7 +24,7 @@ from stability.config import TrialConfig
 from stability.data import load_dataset
 from stability.losses import Objective, TrainForward
 from stability.models import block_patch_tokens, build_model, model_info, patch_cosine_similarity
-from stability.optim import build_optimizer, build_scheduler
+from stability.optim import build_optimizer, build_scheduler, fused_kernels_available
 
 DIVERGENCE_CHECK_EVERY = 16  # steps between host syncs that look for a non-finite loss
 COS_SIM_IMAGES = 256  # validation images used for the over-smoothing metric
@@ -144,7 +144,7 @@ def run_trial(
     steps_per_epoch = data.steps_per_epoch(batch_size, world)
     if steps_per_epoch < 1:
         raise ValueError(f"train.batch_size {recipe.batch_size} exceeds the {data.train_size} training images")
-    optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")
+    optimizer = build_optimizer(model, cfg, fused=fused_kernels_available(device))
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     ema = ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema else None
     eval_model = ema.module if ema is not None else model

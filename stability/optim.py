@@ -17,6 +17,14 @@ from timm.optim import param_groups_weight_decay
 from stability.config import TrialConfig
 
 
+def fused_kernels_available(device: torch.device) -> bool:
+    """torch's fused (single-kernel) AdamW/SGD step: CUDA, and the CPU from torch 2.4 on."""
+    if device.type == "cuda":
+        return True
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    return device.type == "cpu" and (major, minor) >= (2, 4)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: TrialConfig, fused: bool = False) -> torch.optim.Optimizer:
     """AdamW or SGD (momentum 0.9, Nesterov by default) with no decay on biases and gains."""
     no_decay = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()

@@ -31,7 +31,7 @@ from stability.engine import (DIVERGENCE_CHECK_EVERY, chance_error, evaluate, pa
                               resolve_device, seed_everything)
 from stability.fused.model import FusedViT, check_model_name
 from stability.models import build_model, model_info
-from stability.optim import build_optimizer, build_scheduler
+from stability.optim import build_optimizer, build_scheduler, fused_kernels_available
 
 FusedEpochCallback = Callable[[int, dict[str, Any]], None]
 PER_TRIAL_KEYS = ("lr", "weight_decay", "seed", "extras")
@@ -119,7 +119,8 @@ def run_fused_trials(
                                   **{"in_chans": data.in_chans, **cfg.model_args}).to(device))
     fused = FusedViT(models)
     info = model_info(models[0], data.img_size, data.in_chans)
-    trials = [_Trial(cfg, model, steps_per_epoch, fused_optimizer=True) for cfg, model in zip(cfgs, models)]
+    trials = [_Trial(cfg, model, steps_per_epoch, fused_optimizer=fused_kernels_available(device))
+              for cfg, model in zip(cfgs, models)]
     use_bf16 = device.type == "cuda" and recipe.precision == "bf16"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
