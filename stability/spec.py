@@ -283,6 +283,26 @@ def _suggest(loc: tuple) -> str:
     return (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; valid: {', '.join(fields)}"
 
 
+def spec_reference() -> list[str]:
+    """One line per spec key, dotted, with its default and description (`--help-spec`)."""
+    lines: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            key = f"{prefix}{name}"
+            section = _nested_section(model, name)
+            described = field.is_required() or section is not None or "default" in (field.description or "")
+            default = "" if described else f" (default {field.get_default(call_default_factory=True)!r})"
+            lines.append(f"{key:42s} {field.description or ''}{default}")
+            if section is not None:
+                walk(section, f"{key}.")
+            elif name == "train":
+                walk(Recipe, f"{key}.")
+
+    walk(StudySpec, "")
+    return lines
+
+
 def builtin_names() -> list[str]:
     """Names of the built-in studies shipped in the `search_spaces` package."""
     root = importlib.resources.files("search_spaces")

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from stability.cli import UsageError, fail
-from stability.spec import SpecError, StudySpec, builtin_description, builtin_names, check_data, check_names, load_spec, parse_spec
+from stability.spec import (SpecError, StudySpec, builtin_description, builtin_names, check_data, check_names, load_spec,
+                            parse_spec, spec_reference)
 
 EXIT_INTERRUPTED = 130
 
@@ -41,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="override a spec key, dotted (e.g. samples=16, train.mixup=0.8); repeatable")
     p.add_argument("--dry-run", action="store_true", help="validate and print the trial plan as JSON; start nothing")
     p.add_argument("--list", action="store_true", help="list the built-in studies and exit")
+    p.add_argument("--help-spec", action="store_true", help="list every study-spec key with its default and meaning")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and tables")
     return p.parse_args(argv)
@@ -235,6 +237,9 @@ def sweep(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
+    if args.help_spec:
+        print("\n".join(spec_reference()))
+        return 0
     if args.list:
         for name in builtin_names():
             print(f"{name:28s} {builtin_description(name)}")

@@ -147,3 +147,14 @@ def test_store_roundtrip_and_atomic_layout(tmp_path):
     assert len(results.curves) == 2
     with pytest.raises(ValueError, match="status"):
         store.write_trial({"study": "s", "trial_id": "x", "status": "weird"}, [])
+
+
+def test_help_spec_lists_every_key_with_its_meaning():
+    from conftest import run_cli
+
+    out = run_cli("stability.sweep", "--help-spec")
+    assert out.returncode == 0
+    keys = {line.split()[0] for line in out.stdout.splitlines()}
+    assert {"samples", "train.mixup", "train.distillation.teacher_recipe.epochs", "train.patch_losses.cosine",
+            "resources.fused_trials", "dataset.img_size"} <= keys
+    assert "(default 0.5)" in next(line for line in out.stdout.splitlines() if line.startswith("train.distillation.alpha"))
