@@ -126,6 +126,7 @@ class TrialConfig(_Strict):
 
     @property
     def trial_id(self) -> str:
-        """Stable id: a hash of the resolved config (the same after a resume)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, default=str)
+        """Stable id: a hash of the resolved config's non-default values (the same after a resume,
+        and after an upgrade that adds knobs with defaults)."""
+        blob = json.dumps(self.model_dump(mode="json", exclude_defaults=True), sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]

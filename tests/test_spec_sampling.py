@@ -158,3 +158,13 @@ def test_help_spec_lists_every_key_with_its_meaning():
     assert {"samples", "train.mixup", "train.distillation.teacher_recipe.epochs", "train.patch_losses.cosine",
             "resources.fused_trials", "dataset.img_size"} <= keys
     assert "(default 0.5)" in next(line for line in out.stdout.splitlines() if line.startswith("train.distillation.alpha"))
+
+
+def test_trial_id_ignores_knobs_left_at_their_defaults():
+    from stability.config import TrialConfig
+
+    base = dict(model="vit_p_tiny", optimizer="sgd", lr=0.1, weight_decay=1e-5, epochs=2)
+    plain = TrialConfig(**base)
+    assert TrialConfig(**base, train={"mixup": 0.0, "patch_losses": {"cosine": 0.0}}).trial_id == plain.trial_id
+    assert TrialConfig(**base, train={"mixup": 0.2}).trial_id != plain.trial_id
+    assert TrialConfig(**{**base, "lr": 0.2}).trial_id != plain.trial_id
