@@ -1,9 +1,10 @@
-"""`python -m stability.bench {gpu,overhead,fused,orchestration,all}`: benchmarks, each a ratio against a baseline.
+"""`python -m stability.bench {gpu,overhead,fused,orchestration,fused_sweep,all}`: benchmarks, each a ratio against a baseline.
 
 gpu            the trial engine vs a plain PyTorch loop: images/s and MFU per model (CUDA; --device cpu smoke-tests it)
 overhead       per-trial overhead, sweep vs a loop of stability.train (benchmarks/trial_overhead.py; needs Ray)
 fused          several configs of one model trained in one fused step vs one by one (benchmarks/fused_trials.py)
 orchestration  sweep wall time vs the trials' own work, 1-minute trials (benchmarks/orchestration_share.py; needs Ray)
+fused_sweep    whole sweeps with resources.fused_trials vs one trial per process (benchmarks/fused_sweep.py; needs Ray)
 all            each of the above that can run here, then a table of their ratios
 
 Arguments after `overhead`, `fused` or `orchestration` go to the script (e.g. `overhead --trials 4`).

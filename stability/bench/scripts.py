@@ -13,6 +13,7 @@ SCRIPTS = {
     "overhead": ("trial_overhead.py", ("ray",)),  # per-trial overhead: sweep vs a loop of stability.train
     "fused": ("fused_trials.py", ()),  # several configs of one model in one forward/backward vs one by one
     "orchestration": ("orchestration_share.py", ("ray",)),  # sweep wall time vs the trials' own work
+    "fused_sweep": ("fused_sweep.py", ("ray",)),  # whole sweeps: fused_trials=K vs one trial per process
 }
 RATIO_LINE = re.compile(r"^\s*ratio\b.*", re.IGNORECASE | re.MULTILINE)
 
