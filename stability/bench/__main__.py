@@ -18,6 +18,7 @@ import shlex
 import sys
 
 from stability.bench.scripts import SCRIPTS, Unavailable, run_script
+from stability.cli import fail
 from stability.bench.table import print_table
 
 GPU_EPILOG = ("example (on a CUDA machine, from the repository root): python -m stability.bench gpu --json bench.json; "
@@ -69,11 +70,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if extra and args.command not in SCRIPTS:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args, extra
-
-
-def fail(message: str, code: int = 2) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(code)
 
 
 def gpu(args: argparse.Namespace, argv: list[str]) -> tuple[int, list[tuple[str, str]]]:

@@ -145,13 +145,6 @@ def measure_peak(device: torch.device, size: int, repeats: int = 5, products: in
     return {"tflops": 2 * size**3 / best / 1e12, "dtype": str(dtype).removeprefix("torch."), "size": size}
 
 
-def engine_has_channels_last() -> bool:
-    """Whether the engine's recipe has a channels-last switch (conv stems on CUDA)."""
-    from stability.config import Recipe
-
-    return "channels_last" in Recipe.model_fields
-
-
 def engine_run(case: Case, settings: Settings) -> dict[str, float]:
     """Time `run_trial` on synthetic data; the first epoch is warm-up."""
     from stability.config import TrialConfig
@@ -166,7 +159,7 @@ def engine_run(case: Case, settings: Settings) -> dict[str, float]:
                              "num_classes": settings.num_classes}},
         train={"batch_size": case.batch_size, "compile": settings.compile, "precision": "bf16",
                "warmup_epochs": 0, "label_smoothing": LABEL_SMOOTHING, "eval_batch_size": val_images,
-               **({"channels_last": True} if engine_has_channels_last() else {})},
+               "channels_last": True},
     )
     stamps: list[float] = []
     start = time.perf_counter()

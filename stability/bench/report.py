@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
-from stability.bench.gpu import FOUR_GF, MFU_TARGET, RATIO_TARGET, Result, Settings, as_dict, engine_has_channels_last
+from stability.bench.gpu import FOUR_GF, MFU_TARGET, RATIO_TARGET, Result, Settings, as_dict
 from stability.bench.table import print_table
 
 COLUMNS = ("model", "px", "batch", "GF", "engine img/s", "engine MFU", "warm-up s",
@@ -68,15 +68,13 @@ def target_lines(results: Sequence[Result]) -> list[str]:
 def show(results: Sequence[Result], peak: dict[str, Any], settings: Settings, info: dict[str, Any]) -> None:
     where = info.get("gpu", f"{info['cpus']}-CPU {platform.machine()}")
     compile_note = "compiled" if settings.compile else "not compiled"
-    if not engine_has_channels_last():
-        compile_note += ", no channels-last switch in the engine"
-    elif settings.device.type == "cuda":
+    if settings.device.type == "cuda":
         compile_note += ", channels-last conv stems"
     print(f"\npeak: {peak['tflops']:.4g} TFLOP/s ({peak['dtype']} matmul {peak['size']}^3 on {where}); "
           f"engine {compile_note}, {settings.epochs} timed epochs of {settings.steps} steps after one warm-up epoch; "
           f"plain loop {settings.steps} timed steps, {settings.workers} DataLoader workers")
     if settings.device.type != "cuda":
-        print("CPU run: a smoke test of the benchmark, not a GPU figure (fp32 everywhere, no bf16, no fused AdamW)")
+        print("CPU run: a smoke test of the benchmark, not a GPU figure (fp32 everywhere, no bf16)")
     print_table("Training throughput: engine vs plain PyTorch loop", COLUMNS, rows(results))
     for line in target_lines(results):
         print(line)
@@ -90,7 +88,7 @@ def record(results: Sequence[Result], peak: dict[str, Any], settings: Settings, 
         "machine": info,
         "settings": {"steps": settings.steps, "epochs": settings.epochs, "warmup_steps": settings.warmup_steps,
                      "workers": settings.workers, "compile": settings.compile, "num_classes": settings.num_classes,
-                     "engine_channels_last": engine_has_channels_last(),
+                     "engine_channels_last": settings.device.type == "cuda",
                      "float32_matmul_precision": torch.get_float32_matmul_precision()},
         "peak": peak,
         "results": [as_dict(r) for r in results],
