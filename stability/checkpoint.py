@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from stability.config import Recipe, TrialConfig
+from stability.files import atomic_write_bytes
 from stability.models import build_model
 
 CHECKPOINT_FORMAT = 1
@@ -66,16 +66,7 @@ def from_bytes(blob: bytes) -> dict[str, Any]:
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
     """Write atomically: a reader (or a resumed sweep) never sees half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    try:
-        Path(tmp).write_bytes(to_bytes(checkpoint))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, to_bytes(checkpoint))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

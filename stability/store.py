@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+
+from stability.files import atomic_path, atomic_write_text
 
 SCHEMA_VERSION = 1
 
@@ -84,33 +85,9 @@ def _cell(value: Any, dtype: pa.DataType) -> Any:
     return value
 
 
-def _shareable(path: str) -> None:
-    """mkstemp makes owner-only files; results get the usual umask-based mode instead."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, ".parquet") as tmp:
         pq.write_table(table, tmp)
-        _shareable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text so a reader sees the old file or the new one, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    _shareable(tmp)
-    os.replace(tmp, path)
 
 
 @dataclass

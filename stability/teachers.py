@@ -83,7 +83,7 @@ def ensure_teachers(plan: list[TrialConfig], root: Path, resources: dict[str, An
     once), and a message per teacher that could not be trained."""
     import ray
 
-    from stability.store import atomic_write_text
+    from stability.files import atomic_write_bytes, atomic_write_text
 
     teachers = planned_teachers(plan)
     blobs: dict[str, bytes] = {}
@@ -112,11 +112,8 @@ def ensure_teachers(plan: list[TrialConfig], root: Path, resources: dict[str, An
             failures[key] = f"teacher {tcfg.model} {metrics['status']} (lr {tcfg.lr:g}); change train.distillation.teacher_recipe"
             continue
         path = teacher_file(root, key, tcfg)
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path.with_suffix(".json"), json.dumps({"config": tcfg.model_dump(mode="json"), "metrics": metrics}, indent=1))
-        tmp = path.with_name(f".tmp-{path.name}")
-        tmp.write_bytes(blob)
-        tmp.replace(path)
+        atomic_write_bytes(path, blob)
         blobs[key] = blob
         console.print(f"teacher {tcfg.model}: top-1 error {metrics['top1_err']:.2f}% -> {path}")
     for message in failures.values():
