@@ -175,11 +175,11 @@ def fused_groups(todo: list, k: int) -> list[list]:
     trials the fused engine cannot train (model or recipe) stay alone."""
     if k == 1:
         return [[cfg] for cfg in todo]
-    from stability.fused.engine import PER_TRIAL_KEYS, check_fusable_configs
+    from stability.fused.engine import check_fusable_configs, shared_settings
 
     by_key: dict[str, list] = {}
     for cfg in todo:
-        by_key.setdefault(json.dumps(cfg.model_dump(mode="json", exclude=set(PER_TRIAL_KEYS)), sort_keys=True), []).append(cfg)
+        by_key.setdefault(json.dumps(shared_settings(cfg), sort_keys=True), []).append(cfg)
     groups = []
     for members in by_key.values():
         try:

@@ -41,12 +41,17 @@ FUSABLE_RECIPE_KEYS = {"batch_size", "warmup_epochs", "warmup_start", "lr_floor"
                        "precision", "augment", "eval_batch_size", "channels_last"}
 
 
+def shared_settings(cfg: TrialConfig) -> dict[str, Any]:
+    """What fused trials must have in common: the config without its per-trial keys."""
+    return cfg.model_dump(mode="json", exclude=set(PER_TRIAL_KEYS))
+
+
 def check_fusable_configs(cfgs: list[TrialConfig]) -> None:
     """ValueError unless the configs can train together (same everything but lr, weight decay, seed)."""
     if not cfgs:
         raise ValueError("run_fused_trials needs at least one trial config")
     check_model_name(cfgs[0].model)
-    shared = [cfg.model_dump(mode="json", exclude=set(PER_TRIAL_KEYS)) for cfg in cfgs]
+    shared = [shared_settings(cfg) for cfg in cfgs]
     for k, dump in enumerate(shared[1:], start=1):
         differing = sorted(_differing_keys(shared[0], dump))
         if differing:
