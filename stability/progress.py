@@ -68,7 +68,7 @@ class SweepProgress(tune.Callback):
                 f"ETA {format_duration(self.eta_seconds())} · elapsed {format_duration(time.monotonic() - self.start)}")
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.running[trial.trial_id] = len(trial.config.get("trials", [None]))
+        self.running[trial.trial_id] = len(trial.config["trials"])
         self._refresh()
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -18,7 +18,7 @@ from ray import tune
 
 from stability.config import TrialConfig
 from stability.store import ResultsStore
-from stability.teachers import teacher_checkpoint
+from stability.teachers import teacher_checkpoint, teacher_key
 
 FINAL = "stability_final"  # key marking the last report of a trial (its metrics)
 MEMBER = "stability_member"  # index of the study trial a report belongs to within a fused group
@@ -85,7 +85,8 @@ def run_in_tune(config: dict[str, Any], teachers: dict[str, bytes] | None = None
     gpus = resources["gpus_per_worker"]
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"trial": config["trials"][0], "cpus": resources["cpus_per_worker"], "teachers": teachers},
+        train_loop_config={"trial": config["trials"][0], "cpus": resources["cpus_per_worker"],
+                           "teachers": {k: v for k, v in (teachers or {}).items() if k == teacher_key(cfg)}},
         scaling_config=ScalingConfig(
             num_workers=resources["workers_per_trial"],
             use_gpu=gpus > 0,
