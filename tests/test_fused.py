@@ -30,12 +30,13 @@ def _models(name: str, img_size: int = 8, **overrides) -> list[torch.nn.Module]:
     return models
 
 
-@pytest.mark.parametrize("name", ["vit_p_tiny", "vit_c_tiny"])
-def test_fused_forward_and_gradients_equal_separate_models(name):
-    models = _models(name)
+@pytest.mark.parametrize("name, conv_stem, img_size", [
+    ("vit_p_tiny", "auto", 8), ("vit_c_tiny", "grouped", 8), ("vit_c_tiny", "matmul", 8), ("vit_c_tiny", "matmul", 16)])
+def test_fused_forward_and_gradients_equal_separate_models(name, conv_stem, img_size):
+    models = _models(name, img_size)
     reference = copy.deepcopy(models)
-    fused = FusedViT(models).train()
-    x = torch.randn(K, 16, 1, 8, 8, dtype=torch.float64)
+    fused = FusedViT(models, conv_stem=conv_stem).train()
+    x = torch.randn(K, 16, 1, img_size, img_size, dtype=torch.float64)
     weights = torch.randn(K, 16, 10, dtype=torch.float64)
 
     out = fused(x)

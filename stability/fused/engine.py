@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from stability.config import Recipe, TrialConfig
 from stability.data import load_dataset
-from stability.engine import (DIVERGENCE_CHECK_EVERY, chance_error, evaluate, patch_cos_sim_by_layer,
+from stability.engine import (DIVERGENCE_CHECK_EVERY, chance_error, patch_cos_sim_by_layer,
                               resolve_device, seed_everything)
 from stability.fused.model import FusedViT, check_model_name
 from stability.models import build_model, model_info
@@ -141,7 +141,12 @@ def run_fused_trials(
         train_seconds += time.perf_counter() - epoch_start
         for k, (trial, loss_sum) in enumerate(zip(trials, loss_sums.tolist())):
             if trial.active:
-                _finish_epoch(trial, k, epoch, loss_sum, data, autocast, start, on_epoch, log)
+                _end_epoch(fused, trial, k, loss_sum)
+        if any(t.active for t in trials):
+            errors = evaluate_fused(fused, data, recipe, autocast)
+            for k, (trial, err) in enumerate(zip(trials, errors)):
+                if trial.active:
+                    _record_epoch(trial, k, epoch, err, start, on_epoch, log)
 
     wall = time.perf_counter() - start
     return [_metrics(t, data, info, wall, train_seconds, log, k) for k, t in enumerate(trials)]
@@ -192,15 +197,38 @@ def _stop_diverged(fused: FusedViT, trials: list[_Trial], loss_sums: torch.Tenso
             trial.train_loss = loss_sum / max(1, trial.epoch_steps)
 
 
-def _finish_epoch(trial: _Trial, k: int, epoch: int, loss_sum: float, data, autocast, start: float,
-                  on_epoch: FusedEpochCallback | None, log: Callable[[str], None] | None) -> None:
-    cfg = trial.cfg
-    trial.images += trial.epoch_steps * cfg.train.batch_size
+def _end_epoch(fused: FusedViT, trial: _Trial, k: int, loss_sum: float) -> None:
+    """Count the epoch's images and mean loss; a non-finite loss stops the trial (diverged)."""
+    trial.images += trial.epoch_steps * trial.cfg.train.batch_size
     trial.train_loss = loss_sum / max(1, trial.epoch_steps)
     if not math.isfinite(trial.train_loss):
         trial.active = False
-        return
-    err = evaluate(trial.model, data, cfg.train.eval_batch_size, autocast)
+        fused.zero_model_(k)
+
+
+@torch.no_grad()
+def evaluate_fused(fused: FusedViT, data, recipe: Recipe, autocast) -> list[float]:
+    """Top-1 error (%) of each of the K models on the validation set, all K in one forward per batch.
+
+    Equals `stability.engine.evaluate` of each model (eval mode, same images). Each model sees
+    max(batch_size, eval_batch_size // K) images per forward: no more than training holds at once."""
+    fused.eval()
+    per_model = max(recipe.batch_size, recipe.eval_batch_size // fused.k)
+    wrong, seen = None, 0
+    for x, y in data.val_batches(per_model):
+        with autocast():
+            logits = fused(x.expand(fused.k, *x.shape))
+        batch_wrong = (logits.argmax(dim=-1) != y).sum(dim=1)
+        wrong = batch_wrong if wrong is None else wrong + batch_wrong
+        seen += y.numel()
+    if wrong is None:
+        return [0.0] * fused.k
+    return [100.0 * w / max(1, seen) for w in wrong.tolist()]
+
+
+def _record_epoch(trial: _Trial, k: int, epoch: int, err: float, start: float,
+                  on_epoch: FusedEpochCallback | None, log: Callable[[str], None] | None) -> None:
+    cfg = trial.cfg
     trial.best_err = min(trial.best_err, err)
     point = {"epoch": epoch, "train_loss": trial.train_loss, "top1_err": err,
              "lr": trial.optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - start}

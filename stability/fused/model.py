@@ -108,11 +108,19 @@ class FusedViT(nn.Module):
     each model its slice of the stacked gradients. Build the models on their final device and dtype
     before fusing them. The fused forward equals running each model on its own slice of the input,
     in train mode (BatchNorm statistics of the conv stem included) and in eval mode.
+
+    `conv_stem` picks how a ViT_C stem runs: "grouped" (grouped convolutions, groups=K, one BatchNorm
+    over K x C channels), "matmul" (channels-last im2col by strided slicing, then the batched matmul
+    of the linear layers; per-model BatchNorm), or "auto": matmul on the CPU, where oneDNN's grouped
+    convolution backward is several times slower at these small sizes (docs/benchmarks.md), grouped
+    elsewhere.
     """
 
-    def __init__(self, models: Sequence[nn.Module]):
+    def __init__(self, models: Sequence[nn.Module], conv_stem: str = "auto"):
         super().__init__()
         _refuse(len(models) < 1, "no models given")
+        if conv_stem not in ("auto", "grouped", "matmul"):
+            raise ValueError(f"conv_stem must be auto, grouped or matmul, not {conv_stem!r}")
         for model in models:
             check_fusable(model)
         _same_architecture(models)
@@ -121,6 +129,8 @@ class FusedViT(nn.Module):
         for name, _ in models[0].named_parameters():
             self._flat[name] = _share_storage(models, name)
         self._views = {name: [m.get_parameter(name) for m in models] for name in self._flat}
+        on_cpu = next(iter(self._flat.values())).device.type == "cpu"
+        self.conv_stem = ("matmul" if on_cpu else "grouped") if conv_stem == "auto" else conv_stem
 
     @property
     def k(self) -> int:
@@ -130,10 +140,11 @@ class FusedViT(nn.Module):
         raise RuntimeError("FusedViT cannot be moved or cast: build the models on their device and dtype, then fuse")
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clear the stacked gradients and the models' gradients."""
-        for flat in self._flat.values():
+        """Clear the stacked gradients and the models' gradients (views of them); always sets None."""
+        for name, flat in self._flat.items():
             flat.grad = None
-        super().zero_grad(set_to_none=set_to_none)
+            for param in self._views[name]:
+                param.grad = None
 
     def grads_to_models(self) -> None:
         """Give every model's parameter its slice of the stacked gradient (a view, no copy)."""
@@ -148,15 +159,11 @@ class FusedViT(nn.Module):
         for flat in self._flat.values():
             flat[k].zero_()
 
-    def _linear(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
-        """(K, ..., in) -> (K, ..., out) with each model's own weight and bias (one batched matmul)."""
-        weight = self._flat[f"{prefix}.weight"].flatten(2)  # (K, out, in)
-        bias = self._flat.get(f"{prefix}.bias")
+    def _linear(self, x: torch.Tensor, prefix: str, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """(K, ..., in) -> (K, ..., out) with each model's own weight (K, out, in) and bias (one batched matmul)."""
+        weight = self._flat[f"{prefix}.weight"].flatten(2) if weight is None else weight
         flat = x.reshape(x.shape[0], -1, x.shape[-1])
-        if bias is None:
-            out = torch.bmm(flat, weight.transpose(1, 2))
-        else:
-            out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+        out = BatchedLinear.apply(flat, weight, self._flat.get(f"{prefix}.bias"))
         return out.view(*x.shape[:-1], out.shape[-1])
 
     def _layer_norm(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
@@ -203,6 +210,43 @@ class FusedViT(nn.Module):
                 x = layer(x)  # elementwise (ReLU)
         return x.view(b, k, -1, x.shape[-2] * x.shape[-1]).permute(1, 0, 3, 2)
 
+    def _conv_stem_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """ConvStemEmbed in channels-last layout: each convolution is im2col + one batched matmul."""
+        embed = self.models[0].patch_embed
+        _check_img_size(embed, x)
+        x = x.permute(0, 1, 3, 4, 2)  # (K, B, H, W, C)
+        for i, layer in enumerate(embed.proj):
+            prefix = f"patch_embed.proj.{i}"
+            if isinstance(layer, nn.Conv2d):
+                x = self._linear(_im2col(x, layer), prefix, weight=self._conv_weight(prefix))
+            elif isinstance(layer, nn.BatchNorm2d):
+                x = self._batch_norm_per_model(x, prefix)
+            else:
+                x = layer(x)  # elementwise (ReLU)
+        return x.flatten(2, 3)  # (K, B, N, D)
+
+    def _conv_weight(self, prefix: str) -> torch.Tensor:
+        """A stem convolution's weight (K, O, C, kh, kw) as (K, O, kh*kw*C), the order of `_im2col`."""
+        weight = self._flat[f"{prefix}.weight"]
+        return weight.permute(0, 1, 3, 4, 2).flatten(2)
+
+    def _batch_norm_per_model(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        """BatchNorm of channels-last (K, B, H, W, C): each model's own statistics and running buffers."""
+        norms = [m.get_submodule(prefix) for m in self.models]
+        weight, bias = self._flat.get(f"{prefix}.weight"), self._flat.get(f"{prefix}.bias")
+        rows = x.reshape(self.k, -1, x.shape[-1]).unbind(0)  # unbind, not indexing: one stack in backward
+        weights = [None] * self.k if weight is None else weight.unbind(0)
+        biases = [None] * self.k if bias is None else bias.unbind(0)
+        outs = []
+        for norm, r, w, b in zip(norms, rows, weights, biases):
+            training = norm.training or norm.running_mean is None
+            _refuse(training and norm.running_mean is not None and norm.momentum is None,
+                    "BatchNorm with momentum=None (cumulative average)")
+            outs.append(F.batch_norm(r, norm.running_mean, norm.running_var, w, b, training, norm.momentum, norm.eps))
+            if norm.training and norm.num_batches_tracked is not None:
+                norm.num_batches_tracked.add_(1)
+        return torch.stack(outs).view(x.shape)
+
     def _batch_norm(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
         """One F.batch_norm over all models' channels; running statistics are copied back per model."""
         norms = [m.get_submodule(prefix) for m in self.models]
@@ -245,7 +289,10 @@ class FusedViT(nn.Module):
             raise ValueError(f"expected images of shape ({self.k}, batch, channels, height, width), "
                              f"got {tuple(x.shape)}")
         first = self.models[0]
-        x = self._patchify(x) if isinstance(first.patch_embed, PatchEmbed) else self._conv_stem(x)
+        if isinstance(first.patch_embed, PatchEmbed):
+            x = self._patchify(x)
+        else:
+            x = self._conv_stem_matmul(x) if self.conv_stem == "matmul" else self._conv_stem(x)
         k, b = x.shape[:2]
         cls = self._flat["cls_token"].view(k, 1, 1, -1).expand(k, b, 1, -1)
         x = torch.cat([cls, x], dim=2) + self._flat["pos_embed"]  # (K, 1, N, D) broadcasts over the batch
@@ -253,6 +300,30 @@ class FusedViT(nn.Module):
             x = self._block(x, i)
         x = self._layer_norm(x[:, :, 0], "norm")  # token pooling: the norm is per token
         return self._linear(x, "head")
+
+
+class BatchedLinear(torch.autograd.Function):
+    """x (K, M, in) @ weight (K, out, in)^T + bias (K, out): K linear layers in one batched matmul.
+
+    A Function rather than autograd through `baddbmm(bias, x, weight.transpose(1, 2))`: that
+    copies the broadcast bias into the output before the product, and computes the weight's
+    gradient transposed, then copies it into place; here the bias is added in place after the
+    product and the gradient is computed as grad^T @ x, directly in the (K, out, in) layout."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        out = torch.bmm(x, weight.transpose(1, 2))
+        return out if bias is None else out.add_(bias.unsqueeze(1))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        grad_w = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
 
 
 def _share_storage(models: Sequence[nn.Module], name: str) -> torch.Tensor:
@@ -264,6 +335,46 @@ def _share_storage(models: Sequence[nn.Module], name: str) -> torch.Tensor:
         owner = model.get_submodule(owner_name) if owner_name else model
         owner._parameters[leaf] = nn.Parameter(view, requires_grad=param.requires_grad)
     return flat
+
+
+def _im2col(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Channels-last (K, B, H, W, C) -> (K, B, H', W', kh*kw*C): the input window of every output
+    position of `conv` (zero padding), ordered (kh, kw, C) like `_conv_weight`."""
+    _refuse(conv.dilation != (1, 1) or conv.padding_mode != "zeros" or conv.groups != 1,
+            "stem convolution with dilation, groups or non-zero padding")
+    if (*conv.kernel_size, *conv.stride, *conv.padding) == (1, 1, 1, 1, 0, 0):
+        return x
+    return Im2Col.apply(x, conv.kernel_size, conv.stride, conv.padding)
+
+
+class Im2Col(torch.autograd.Function):
+    """The windows of a strided convolution, stacked; see `_im2col`. A Function because autograd
+    through kh*kw strided slices allocates a zero tensor of the whole input per slice in backward;
+    here the backward adds each slice's gradient into one buffer (col2im)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]):
+        (kh, kw), (ph, pw) = kernel, padding
+        padded = F.pad(x, (0, 0, pw, pw, ph, ph))
+        ctx.geometry = (x.shape, padded.shape, kernel, stride, padding)
+        return torch.stack([padded[_window(padded.shape, kernel, stride, i, j)]
+                            for i in range(kh) for j in range(kw)], dim=-2).flatten(-2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        shape, padded_shape, (kh, kw), stride, (ph, pw) = ctx.geometry
+        grad = grad.unflatten(-1, (kh * kw, shape[-1]))
+        padded = grad.new_zeros(padded_shape)
+        for n, (i, j) in enumerate((i, j) for i in range(kh) for j in range(kw)):
+            padded[_window(padded_shape, (kh, kw), stride, i, j)] += grad[..., n, :]
+        return padded[:, :, ph:ph + shape[2], pw:pw + shape[3]], None, None, None
+
+
+def _window(padded_shape, kernel, stride, i: int, j: int) -> tuple[slice, ...]:
+    """Index of the input elements that kernel offset (i, j) sees, over all output positions."""
+    (kh, kw), (sh, sw) = kernel, stride
+    out_h, out_w = (padded_shape[2] - kh) // sh + 1, (padded_shape[3] - kw) // sw + 1
+    return (slice(None), slice(None), slice(i, i + sh * (out_h - 1) + 1, sh), slice(j, j + sw * (out_w - 1) + 1, sw))
 
 
 def _check_img_size(embed: nn.Module, x: torch.Tensor) -> None:
