@@ -10,14 +10,14 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from stability.config import Recipe, TrialConfig
 from stability.files import atomic_write_bytes
-from stability.models import build_model
+
+if TYPE_CHECKING:  # torch is imported where a checkpoint is read or written: naming a teacher needs none
+    import torch
+    from torch import nn
 
 CHECKPOINT_FORMAT = 1
 
@@ -55,12 +55,16 @@ def checkpoint_dict(model: nn.Module, cfg: TrialConfig, data, metrics: dict[str,
 
 
 def to_bytes(checkpoint: dict[str, Any]) -> bytes:
+    import torch
+
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     return buffer.getvalue()
 
 
 def from_bytes(blob: bytes) -> dict[str, Any]:
+    import torch
+
     return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
 
 
@@ -71,6 +75,8 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint file; a one-line ValueError when it is missing or not one of ours."""
+    import torch
+
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -84,6 +90,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def build_teacher(checkpoint: dict[str, Any], data, device: torch.device) -> nn.Module:
     """The frozen teacher in eval mode on `device`; its data shape must match the student's."""
+    from stability.models import build_model
+
     for key in ("num_classes", "img_size", "in_chans"):
         if checkpoint[key] != getattr(data, key):
             raise ValueError(f"teacher {checkpoint['model']} was trained with {key}={checkpoint[key]}, "

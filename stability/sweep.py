@@ -97,18 +97,19 @@ def check_address(address: str) -> None:
 
 
 def versions() -> dict[str, str]:
+    """Versions of the packages that shape results, read from their metadata (importing torch costs seconds)."""
     import platform
-
-    import pyarrow
-    import ray
-    import timm
-    import torch
+    from importlib.metadata import PackageNotFoundError, version
 
     import stability
 
-    found = {"stability": stability.__version__, "python": platform.python_version(), "torch": torch.__version__,
-             "timm": timm.__version__, "ray": ray.__version__, "pyarrow": pyarrow.__version__}
-    return {name: str(version) for name, version in found.items()}  # torch's version is a str subclass
+    found = {"stability": stability.__version__, "python": platform.python_version()}
+    for package in ("torch", "timm", "ray", "pyarrow"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
 
 
 def connect_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
@@ -117,6 +118,9 @@ def connect_ray(address: str | None, num_cpus: int | None, verbose: bool) -> Non
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # results go to our own store; Tune's default CSV/JSON/TensorBoard loggers would only duplicate
+    # them per trial, and the TensorBoard one imports torch into the driver (seconds per sweep)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if not verbose:  # Tune's legacy reporter honours verbose=0; keep trial tracebacks out of the live line
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
@@ -175,7 +179,7 @@ def fused_groups(todo: list, k: int) -> list[list]:
     trials the fused engine cannot train (model or recipe) stay alone."""
     if k == 1:
         return [[cfg] for cfg in todo]
-    from stability.fused.engine import check_fusable_configs, shared_settings
+    from stability.fused.rules import check_fusable_configs, shared_settings
 
     by_key: dict[str, list] = {}
     for cfg in todo:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -54,6 +56,25 @@ def test_registry_lists_every_family_sorted():
                 "cait_xxs24", "cait_s24", "cait_xxs24_p4", "cait_xxs12_p4",
                 "regnety_1gf", "regnety_4gf", "regnety_16gf"}
     assert expected <= set(names)
+
+
+def test_torch_free_catalog_names_exactly_the_registered_builders():
+    from stability.models import has_patch_tokens, registered_models
+
+    assert registered_models() == list_models()
+    for name in ("vit_c_tiny", "deit_tiny_p4", "regnety_1gf"):
+        assert has_patch_tokens(name) == hasattr(build_model(name, 10, 32, in_chans=1), "blocks"), name
+    assert not has_patch_tokens("nope")
+
+
+def test_validating_a_study_does_not_import_torch(tmp_path):
+    """The sweep driver checks and plans a study without torch (its import costs seconds per sweep)."""
+    code = ("import sys\n"
+            "from stability.models import list_models, has_patch_tokens\n"
+            "from stability.sweep import main\n"
+            "assert main(['default', '--dry-run', '--storage', sys.argv[1]]) == 0\n"
+            "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'torch was imported'\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True)
 
 
 def test_unknown_model_error_lists_choices():

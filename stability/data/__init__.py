@@ -18,12 +18,13 @@ CIFAR is looked for under $STABILITY_DATA or ~/data; imagefolder always needs a 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-from torch import Tensor
+from stability.data.checks import DatasetError, default_root
 
-from stability.data.base import DatasetError, DeviceDataset, EpochPlan, default_root
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 __all__ = ["DATASETS", "Dataset", "DatasetError", "DeviceDataset", "EpochPlan", "check_dataset",
            "default_root", "list_datasets", "load_dataset"]
@@ -47,6 +48,15 @@ class Dataset(Protocol):
     def val_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]: ...
 
     def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int: ...
+
+
+def __getattr__(name: str) -> Any:
+    """DeviceDataset and EpochPlan load torch: imported on first use, so checks stay torch-free."""
+    if name in ("DeviceDataset", "EpochPlan"):
+        from stability.data import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def list_datasets() -> list[str]:
@@ -77,6 +87,8 @@ def check_dataset(name: str, root: str | None = None) -> None:
 def load_dataset(name: str, root: str | None = None, img_size: int | None = None,
                  device: str | torch.device = "cpu", download: bool = False, **options) -> Dataset:
     """Load a dataset onto `device`; see the module docstring for the returned interface."""
+    import torch
+
     _known(name)
     device = torch.device(device)
     if name == "digits":

@@ -29,55 +29,12 @@ from stability.config import Recipe, TrialConfig
 from stability.data import load_dataset
 from stability.engine import (DIVERGENCE_CHECK_EVERY, chance_error, patch_cos_sim_by_layer,
                               resolve_device, seed_everything)
-from stability.fused.model import FusedViT, check_model_name
+from stability.fused.model import FusedViT
+from stability.fused.rules import check_fusable_configs
 from stability.models import build_model, model_info
 from stability.optim import build_optimizer, build_scheduler, fused_kernels_available
 
 FusedEpochCallback = Callable[[int, dict[str, Any]], None]
-PER_TRIAL_KEYS = ("lr", "weight_decay", "seed", "extras")
-# Recipe keys the fused loop implements as run_trial does; any other key must keep its default
-# (mixup, cutmix, ema, drop_path, compile, distillation, patch_losses, ...).
-FUSABLE_RECIPE_KEYS = {"batch_size", "warmup_epochs", "warmup_start", "lr_floor", "label_smoothing", "grad_clip",
-                       "precision", "augment", "eval_batch_size", "channels_last"}
-
-
-def shared_settings(cfg: TrialConfig) -> dict[str, Any]:
-    """What fused trials must have in common: the config without its per-trial keys."""
-    return cfg.model_dump(mode="json", exclude=set(PER_TRIAL_KEYS))
-
-
-def check_fusable_configs(cfgs: list[TrialConfig]) -> None:
-    """ValueError unless the configs can train together (same everything but lr, weight decay, seed)."""
-    if not cfgs:
-        raise ValueError("run_fused_trials needs at least one trial config")
-    check_model_name(cfgs[0].model)
-    shared = [shared_settings(cfg) for cfg in cfgs]
-    for k, dump in enumerate(shared[1:], start=1):
-        differing = sorted(_differing_keys(shared[0], dump))
-        if differing:
-            raise ValueError(f"fused trials may differ only in lr, weight_decay and seed; "
-                             f"trial {k} differs from trial 0 in {', '.join(differing)}")
-    recipe = cfgs[0].train
-    defaults = Recipe()
-    unfusable = sorted(key for key in Recipe.model_fields
-                       if key not in FUSABLE_RECIPE_KEYS and getattr(recipe, key) != getattr(defaults, key))
-    if unfusable:
-        them = "it" if len(unfusable) == 1 else "them"
-        raise ValueError(f"fused trials do not support train.{', train.'.join(unfusable)}; "
-                         f"leave {them} at the default or train the trials one by one")
-
-
-def _differing_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _differing_keys(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            keys.append(f"{prefix}{key}")
-    return keys
-
-
 class _Trial:
     """One trial's own state inside the group: model, optimizer, schedule, data order, results."""
 

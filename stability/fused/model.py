@@ -22,22 +22,7 @@ from timm.layers import LayerScale, Mlp, PatchEmbed
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
 
-from stability.models import list_models
 from stability.models.stems import ConvStemEmbed
-
-SUPPORTED_PREFIXES = ("vit_p_", "vit_c_", "deit_")
-
-
-def supported_models() -> list[str]:
-    """Registered model names that can be fused: ViT_P, ViT_C and non-distilled DeiT."""
-    return [n for n in list_models() if n.startswith(SUPPORTED_PREFIXES) and "distilled" not in n]
-
-
-def check_model_name(name: str) -> None:
-    """ValueError unless `name` is a model `FusedViT` supports."""
-    if name not in supported_models():
-        raise ValueError(f"model {name!r} cannot be fused; supported: {', '.join(supported_models())}")
-
 
 def _refuse(condition: bool, what: str) -> None:
     if condition:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -12,18 +11,7 @@ from torch import nn
 
 from timm.layers import PatchEmbed
 
-
-@dataclass(frozen=True)
-class StemSpec:
-    """Layout of the 3x3 conv + BN + ReLU layers; a 1x1 conv to the embedding width follows."""
-
-    kernels: tuple[int, ...]
-    strides: tuple[int, ...]
-    channels: tuple[int, ...]
-
-    @property
-    def total_stride(self) -> int:
-        return math.prod(self.strides)
+from .catalog import StemSpec
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:

@@ -8,6 +8,7 @@ from typing import Any
 import timm
 from torch import nn
 
+from .catalog import CAIT_VARIANTS, DEIT_VARIANTS, REGNETY_VARIANTS
 from .registry import register_model
 
 
@@ -51,39 +52,13 @@ def build_regnety(variant: str, *, num_classes: int, img_size: int, **overrides:
     return timm.create_model(variant, pretrained=False, num_classes=num_classes, **overrides)
 
 
-DEIT_VARIANTS = {
-    "deit_tiny": ("deit_tiny_patch16_224", 16),
-    "deit_small": ("deit_small_patch16_224", 16),
-    "deit_base": ("deit_base_patch16_224", 16),
-    "deit_tiny_distilled": ("deit_tiny_distilled_patch16_224", 16),
-    "deit_small_distilled": ("deit_small_distilled_patch16_224", 16),
-    "deit_base_distilled": ("deit_base_distilled_patch16_224", 16),
-    "deit_tiny_p4": ("deit_tiny_patch16_224", 4),
-    "deit_small_p4": ("deit_small_patch16_224", 4),
-    "deit_tiny_distilled_p4": ("deit_tiny_distilled_patch16_224", 4),
-}
-
-CAIT_VARIANTS = {
-    "cait_xxs24": ("cait_xxs24_224", 16, 24),
-    "cait_s24": ("cait_s24_224", 16, 24),
-    "cait_xxs24_p4": ("cait_xxs24_224", 4, 24),
-    "cait_xxs12_p4": ("cait_xxs24_224", 4, 12),
-}
-
-REGNETY_VARIANTS = {
-    "regnety_1gf": "regnety_016",
-    "regnety_4gf": "regnety_040",
-    "regnety_16gf": "regnety_160",
-}
-
-
 def _register_families() -> None:
     for name, (variant, patch) in DEIT_VARIANTS.items():
         register_model(name)(partial(build_deit, variant, patch))
     for name, (variant, patch, depth) in CAIT_VARIANTS.items():
         register_model(name)(partial(build_cait, variant, patch, depth))
     for name, variant in REGNETY_VARIANTS.items():
-        register_model(name, patch_tokens=False)(partial(build_regnety, variant))
+        register_model(name)(partial(build_regnety, variant))
 
 
 _register_families()

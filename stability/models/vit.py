@@ -7,7 +7,6 @@ fewer than ViT_P, which the stem's cost roughly makes up for.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -15,43 +14,8 @@ from torch import nn
 from timm.models.vision_transformer import VisionTransformer
 
 from .registry import register_model
-from .stems import StemSpec, conv_stem_layer, init_pycls_vit
-
-
-@dataclass(frozen=True)
-class ViTSize:
-    """Transformer shape of one ViT_P model; the matching ViT_C uses `depth - 1` blocks."""
-
-    depth: int
-    width: int
-    heads: int
-    mlp_ratio: float
-    patch_size: int
-
-
-PAPER_SIZES: dict[str, ViTSize] = {
-    "1gf": ViTSize(depth=12, width=192, heads=3, mlp_ratio=3.0, patch_size=16),
-    "4gf": ViTSize(depth=12, width=384, heads=6, mlp_ratio=3.0, patch_size=16),
-    "18gf": ViTSize(depth=12, width=768, heads=12, mlp_ratio=4.0, patch_size=16),
-    "36gf": ViTSize(depth=14, width=1024, heads=16, mlp_ratio=4.0, patch_size=16),
-}
-
-# tiny: sized for CPU studies on 16-px digits (16 tokens); small: between tiny and 1GF.
-SMALL_IMAGE_SIZES: dict[str, ViTSize] = {
-    "tiny": ViTSize(depth=4, width=64, heads=2, mlp_ratio=3.0, patch_size=4),
-    "small": ViTSize(depth=8, width=128, heads=4, mlp_ratio=3.0, patch_size=4),
-}
-
-_DEEP_STEM = dict(kernels=(3, 3, 3, 3, 3, 3), strides=(2, 2, 1, 2, 1, 2), channels=(64, 128, 128, 256, 256, 512))
-
-STEMS: dict[str, StemSpec] = {
-    "1gf": StemSpec(kernels=(3, 3, 3, 3), strides=(2, 2, 2, 2), channels=(24, 48, 96, 192)),
-    "4gf": StemSpec(kernels=(3, 3, 3, 3), strides=(2, 2, 2, 2), channels=(48, 96, 192, 384)),
-    "18gf": StemSpec(**_DEEP_STEM),
-    "36gf": StemSpec(**_DEEP_STEM),
-    "tiny": StemSpec(kernels=(3, 3), strides=(2, 2), channels=(48, 96)),
-    "small": StemSpec(kernels=(3, 3), strides=(2, 2), channels=(96, 192)),
-}
+from .catalog import PAPER_SIZES, SMALL_IMAGE_SIZES, STEMS, StemSpec, ViTSize
+from .stems import conv_stem_layer, init_pycls_vit
 
 
 def build_vit(
