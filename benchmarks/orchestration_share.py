@@ -50,7 +50,7 @@ def main() -> int:
                    env=env, check=True, capture_output=True)
     try:
         with tempfile.TemporaryDirectory() as storage:
-            sets = [f"name=orchestration_bench", f"samples={args.trials}", f"epochs={args.epochs}",
+            sets = ["name=orchestration_bench", f"samples={args.trials}", f"epochs={args.epochs}",
                     "models=[vit_c_tiny]", "optimizers={adamw: {lr: {log_uniform: [1.0e-3, 4.0e-3]}, weight_decay: 0.16}}",
                     "dataset.img_size=16"]
             argv = [sys.executable, "-m", "stability.sweep", "default", "--address", f"127.0.0.1:{port}",

@@ -191,3 +191,21 @@ def test_fused_model_refuses_what_it_does_not_implement():
         fused(torch.randn(3, 4, 1, 8, 8))
     with pytest.raises(RuntimeError, match="cannot be moved"):
         fused.double()
+
+
+def test_batched_linear_under_bf16_autocast_matches_autograd_through_baddbmm():
+    """The engine trains under bf16 autocast on GPUs; the hand-written backward must follow autocast's dtypes."""
+    from stability.fused.model import BatchedLinear
+
+    torch.manual_seed(0)
+    leaves = [torch.randn(3, 5, 4), torch.randn(3, 6, 4), torch.randn(3, 6)]
+    ours, reference = ([t.clone().requires_grad_() for t in leaves] for _ in range(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = BatchedLinear.apply(*ours)
+        expected = torch.baddbmm(reference[2].unsqueeze(1), reference[0], reference[1].transpose(1, 2))
+    assert out.dtype == expected.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    expected.float().square().sum().backward()
+    for a, b in zip(ours, reference):
+        assert a.grad.dtype == torch.float32
+        torch.testing.assert_close(a.grad, b.grad, rtol=2e-2, atol=2e-2)

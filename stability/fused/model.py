@@ -304,7 +304,8 @@ class BatchedLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
+        x, weight = ctx.saved_tensors  # as given; under autocast the products run in grad's dtype (bf16),
+        x, weight = x.to(grad.dtype), weight.to(grad.dtype)  # as autocast ran the forward's; autograd casts back
         grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
         grad_w = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
         grad_b = grad.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
