@@ -209,3 +209,32 @@ def test_batched_linear_under_bf16_autocast_matches_autograd_through_baddbmm():
     for a, b in zip(ours, reference):
         assert a.grad.dtype == torch.float32
         torch.testing.assert_close(a.grad, b.grad, rtol=2e-2, atol=2e-2)
+
+
+def test_fused_evaluation_equals_each_models_own_evaluation_on_digits():
+    import contextlib
+
+    from stability.config import Recipe
+    from stability.data import load_dataset
+    from stability.fused.engine import evaluate_fused
+
+    data = load_dataset("digits", img_size=8)
+    models = []
+    for seed in range(K):
+        torch.manual_seed(seed)
+        models.append(build_model("vit_c_tiny", 10, 8, in_chans=1))
+    fused = FusedViT(models)
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=3e-3) for m in models]
+    batches = [data.train_batches(64, torch.Generator().manual_seed(k)) for k in range(K)]
+    for _ in range(5):  # a few steps, so the models (and their BatchNorm statistics) differ
+        xs, ys = zip(*(next(b) for b in batches))
+        fused.train().zero_grad()
+        torch.nn.functional.cross_entropy(fused(torch.stack(xs)).flatten(0, 1), torch.stack(ys).flatten()).backward()
+        fused.grads_to_models()
+        for opt in optimizers:
+            opt.step()
+    errors = evaluate_fused(fused, data, Recipe(batch_size=64), contextlib.nullcontext)
+    one_image = 100 / data.val_size
+    for err, model in zip(errors, models):
+        assert err == pytest.approx(evaluate(model, data, 512, contextlib.nullcontext), abs=one_image + 1e-9)
+    assert len(set(errors)) > 1

@@ -2,14 +2,15 @@
 
 Written by hand because no library does it well here: `torch.func.vmap` over timm models works but
 runs slower than a plain loop on the CPU (its scaled-dot-product-attention kernel has no batching
-rule). `FusedViT` keeps the K original models as children and stacks their parameters inside the
-forward (`torch.stack` is differentiable), so every trial's parameters stay its own leaf tensors:
-a torch.optim optimizer per trial, LambdaLR, grad clipping and the engine's `evaluate` work on each
-model unchanged. The forward follows timm's `VisionTransformer` exactly (patch or conv stem, class
-token, position embedding, pre-norm blocks with qkv bias and optional LayerScale, final norm, token
-pooling, head): linear layers become batched matmuls over K, attention folds K into the batch,
-the conv stem becomes grouped convolutions (groups=K) with BatchNorm over K x C channels (per-model
-statistics). Nothing mixes the K models, so a non-finite value in one never reaches another.
+rule). `FusedViT` stacks each parameter of the K models once into a (K, ...) leaf and makes every
+model's parameter a view of its slice, so each trial keeps its own parameters: a torch.optim
+optimizer per trial, LambdaLR, grad clipping and the engine's `evaluate` work on each model
+unchanged. The forward follows timm's `VisionTransformer` exactly (patch or conv stem, class token,
+position embedding, pre-norm blocks with qkv bias and optional LayerScale, final norm, token
+pooling, head): linear layers become batched matmuls over K (`BatchedLinear`), attention folds K
+into the batch, and the conv stem becomes grouped convolutions (groups=K) with BatchNorm over
+K x C channels, or on the CPU im2col + batched matmuls with per-model BatchNorm. Nothing mixes
+the K models, so a non-finite value in one never reaches another.
 """
 
 from __future__ import annotations
