@@ -180,4 +180,3 @@ def _last_error_line(trial) -> str:
         if "Error" in line or "Exception" in line:
             return line[-500:]
     return lines[-1][-500:]
-

@@ -6,8 +6,8 @@ augmentation, optimizer (lr, weight decay), schedule, divergence and evaluation,
 equal training it alone within float tolerance. The configs may differ only in `lr`,
 `weight_decay`, `seed` and `extras`. Recipe features that cannot be fused are refused with a
 ValueError: mixup, cutmix, EMA, torch.compile, drop path, distillation and patch losses (any
-recipe key outside FUSABLE_RECIPE_KEYS that is not at its default). Models: ViT_P, ViT_C and
-non-distilled DeiT (`supported_models()`). One process, no data-parallel workers; the optimizers
+recipe key outside `rules.FUSABLE_RECIPE_KEYS` not at its default). Models: ViT_P, ViT_C and
+non-distilled DeiT (`rules.supported_models()`). One process, no data-parallel workers; the optimizers
 use torch's fused AdamW/SGD kernels (CPU and CUDA).
 
 Timing: the K trials share the training loop, so each trial's `wall_time_s` is the group's wall
