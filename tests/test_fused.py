@@ -30,12 +30,13 @@ def _models(name: str, img_size: int = 8, **overrides) -> list[torch.nn.Module]:
     return models
 
 
-@pytest.mark.parametrize("name, conv_stem, img_size", [
-    ("vit_p_tiny", "auto", 8), ("vit_c_tiny", "grouped", 8), ("vit_c_tiny", "matmul", 8), ("vit_c_tiny", "matmul", 16)])
-def test_fused_forward_and_gradients_equal_separate_models(name, conv_stem, img_size):
+@pytest.mark.parametrize("name, conv_stem, pack_attention, img_size", [
+    ("vit_p_tiny", "auto", True, 8), ("vit_p_tiny", "auto", False, 8), ("vit_c_tiny", "grouped", False, 8),
+    ("vit_c_tiny", "matmul", True, 8), ("vit_c_tiny", "matmul", True, 16)])
+def test_fused_forward_and_gradients_equal_separate_models(name, conv_stem, pack_attention, img_size):
     models = _models(name, img_size)
     reference = copy.deepcopy(models)
-    fused = FusedViT(models, conv_stem=conv_stem).train()
+    fused = FusedViT(models, conv_stem=conv_stem, pack_attention=pack_attention).train()
     x = torch.randn(K, 16, 1, img_size, img_size, dtype=torch.float64)
     weights = torch.randn(K, 16, 10, dtype=torch.float64)
 
@@ -238,3 +239,12 @@ def test_fused_evaluation_equals_each_models_own_evaluation_on_digits():
     for err, model in zip(errors, models):
         assert err == pytest.approx(evaluate(model, data, 512, contextlib.nullcontext), abs=one_image + 1e-9)
     assert len(set(errors)) > 1
+
+
+def test_packed_attention_groups_whole_images_only_for_few_tokens():
+    from stability.fused.model import images_per_sequence
+
+    assert images_per_sequence(64, 5) == 8  # 40 tokens per sequence
+    assert images_per_sequence(60, 5) == 12 and images_per_sequence(359, 5) == 1  # the largest divisor within 64 tokens
+    assert images_per_sequence(7, 5) == 7 and images_per_sequence(13, 5) == 1
+    assert images_per_sequence(512, 17) == 1  # from 9 tokens on, torch's kernel per image is faster

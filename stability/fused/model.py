@@ -15,6 +15,7 @@ the K models, so a non-finite value in one never reaches another.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -99,10 +100,12 @@ class FusedViT(nn.Module):
     over K x C channels), "matmul" (channels-last im2col by strided slicing, then the batched matmul
     of the linear layers; per-model BatchNorm), or "auto": matmul on the CPU, where oneDNN's grouped
     convolution backward is several times slower at these small sizes (docs/benchmarks.md), grouped
-    elsewhere.
+    elsewhere. `pack_attention` (default: on the CPU) lets images of up to 8 tokens share attention
+    sequences of about 64 tokens with a block-diagonal mask (`images_per_sequence`): torch's CPU
+    flash kernel pays a fixed cost per sequence and head, which dominates at a handful of tokens.
     """
 
-    def __init__(self, models: Sequence[nn.Module], conv_stem: str = "auto"):
+    def __init__(self, models: Sequence[nn.Module], conv_stem: str = "auto", pack_attention: bool | None = None):
         super().__init__()
         _refuse(len(models) < 1, "no models given")
         if conv_stem not in ("auto", "grouped", "matmul"):
@@ -117,6 +120,7 @@ class FusedViT(nn.Module):
         self._views = {name: [m.get_parameter(name) for m in models] for name in self._flat}
         on_cpu = next(iter(self._flat.values())).device.type == "cpu"
         self.conv_stem = ("matmul" if on_cpu else "grouped") if conv_stem == "auto" else conv_stem
+        self.pack_attention = on_cpu if pack_attention is None else pack_attention
 
     @property
     def k(self) -> int:
@@ -256,10 +260,12 @@ class FusedViT(nn.Module):
     def _attention(self, x: torch.Tensor, i: int) -> torch.Tensor:
         attn = self.models[0].blocks[i].attn
         k, b, n, _ = x.shape
-        qkv = self._linear(x, f"blocks.{i}.attn.qkv")
-        qkv = qkv.view(k * b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+        g = images_per_sequence(b, n) if self.pack_attention else 1  # g divides B: never two models in a sequence
+        qkv = self._linear(x, f"blocks.{i}.attn.qkv")  # (K, B, N, 3 * dim): g consecutive images form one sequence
+        qkv = qkv.view(k * b // g, g * n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
         q, key, v = qkv.unbind(0)
-        out = F.scaled_dot_product_attention(q, key, v)
+        mask = _block_diagonal(g, n, x.device) if g > 1 else None
+        out = F.scaled_dot_product_attention(q, key, v, attn_mask=mask)
         out = out.transpose(1, 2).reshape(k, b, n, attn.attn_dim)
         return self._linear(out, f"blocks.{i}.attn.proj")
 
@@ -322,6 +328,28 @@ def _share_storage(models: Sequence[nn.Module], name: str) -> torch.Tensor:
         owner = model.get_submodule(owner_name) if owner_name else model
         owner._parameters[leaf] = nn.Parameter(view, requires_grad=param.requires_grad)
     return flat
+
+
+PACKED_TOKENS = 64  # tokens per packed attention sequence (CPU, tiny images); see `images_per_sequence`
+
+
+def images_per_sequence(images: int, tokens: int) -> int:
+    """How many of one model's `images` share one attention sequence (block-diagonal mask) when
+    packing: the largest divisor of `images` with at most PACKED_TOKENS tokens in all; 1 (no
+    packing) from 9 tokens per image on, where packing measured slower than torch's CPU flash
+    kernel per image. Masked scores are still computed, so an image whose attention scores are
+    infinite or NaN spoils the images of its own sequence (of the same model): such a batch has a
+    non-finite loss on its own anyway, and the trial is stopped as diverged."""
+    if tokens > 8:
+        return 1
+    return max(g for g in range(1, PACKED_TOKENS // tokens + 1) if images % g == 0)
+
+
+@functools.lru_cache(maxsize=16)
+def _block_diagonal(g: int, n: int, device: torch.device) -> torch.Tensor:
+    """Boolean (g*n, g*n) mask: a token attends only to the n tokens of its own image."""
+    image = torch.arange(g, device=device).repeat_interleave(n)
+    return image[:, None] == image[None, :]
 
 
 def _im2col(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
