@@ -187,6 +187,14 @@ def test_fused_model_refuses_what_it_does_not_implement():
         FusedViT([build_model("vit_p_tiny", 10, 8, in_chans=1, drop_rate=0.1)])
     with pytest.raises(ValueError, match="differs in architecture"):
         FusedViT([build_model("vit_p_tiny", 10, 8, in_chans=1), build_model("vit_p_tiny", 10, 16, in_chans=1)])
+    for change, message in [(dict(momentum=None), "momentum=None"), (dict(padding_mode="reflect"), "non-zero padding")]:
+        stem = build_model("vit_c_tiny", 10, 8, in_chans=1)
+        layer = next(m for m in stem.patch_embed.proj if isinstance(m, torch.nn.BatchNorm2d if "momentum" in change
+                                                                         else torch.nn.Conv2d))
+        for key, value in change.items():
+            setattr(layer, key, value)
+        with pytest.raises(ValueError, match=message):
+            FusedViT([stem])
     fused = FusedViT([build_model("vit_p_tiny", 10, 8, in_chans=1) for _ in range(2)])
     with pytest.raises(ValueError, match=r"expected images of shape \(2, batch"):
         fused(torch.randn(3, 4, 1, 8, 8))

@@ -148,10 +148,7 @@ def _stop_diverged(fused: FusedViT, trials: list[_Trial], loss_sums: torch.Tenso
     stays in the fused batch with zero weights: exploding values slow every kernel down."""
     for k, (trial, loss_sum) in enumerate(zip(trials, loss_sums.tolist())):
         if trial.active and not math.isfinite(loss_sum):
-            trial.active = False
-            fused.zero_model_(k)
-            trial.images += trial.epoch_steps * trial.cfg.train.batch_size
-            trial.train_loss = loss_sum / max(1, trial.epoch_steps)
+            _end_epoch(fused, trial, k, loss_sum)
 
 
 def _end_epoch(fused: FusedViT, trial: _Trial, k: int, loss_sum: float) -> None:

@@ -57,6 +57,12 @@ def check_fusable(model: nn.Module) -> None:
         _refuse(conv.kernel_size != conv.stride or conv.padding != (0, 0), "overlapping patch embedding")
     else:
         _refuse(not isinstance(embed, ConvStemEmbed), f"patch embedding {type(embed).__name__}")
+        for layer in embed.proj:  # what both stem paths (grouped convolution, im2col) implement
+            _refuse(isinstance(layer, nn.Conv2d) and (layer.dilation != (1, 1) or layer.padding_mode != "zeros"
+                                                      or layer.groups != 1),
+                    "stem convolution with dilation, groups or non-zero padding")
+            _refuse(isinstance(layer, nn.BatchNorm2d) and layer.track_running_stats and layer.momentum is None,
+                    "BatchNorm with momentum=None (cumulative average)")
     for i, block in enumerate(model.blocks):
         where = f"blocks.{i}"
         _refuse(type(block) is not Block or type(block.attn) is not Attention or type(block.mlp) is not Mlp,
@@ -230,8 +236,6 @@ class FusedViT(nn.Module):
         outs = []
         for norm, r, w, b in zip(norms, rows, weights, biases):
             training = norm.training or norm.running_mean is None
-            _refuse(training and norm.running_mean is not None and norm.momentum is None,
-                    "BatchNorm with momentum=None (cumulative average)")
             outs.append(F.batch_norm(r, norm.running_mean, norm.running_var, w, b, training, norm.momentum, norm.eps))
             if norm.training and norm.num_batches_tracked is not None:
                 norm.num_batches_tracked.add_(1)
@@ -249,7 +253,6 @@ class FusedViT(nn.Module):
         out = F.batch_norm(x, mean, var, None if weight is None else weight.flatten(),
                            None if bias is None else bias.flatten(), training, first.momentum, first.eps)
         if training and tracked:
-            _refuse(first.momentum is None, "BatchNorm with momentum=None (cumulative average)")
             with torch.no_grad():
                 for norm, m, v in zip(norms, mean.chunk(self.k), var.chunk(self.k)):
                     norm.running_mean.copy_(m)
@@ -354,9 +357,7 @@ def _block_diagonal(g: int, n: int, device: torch.device) -> torch.Tensor:
 
 def _im2col(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """Channels-last (K, B, H, W, C) -> (K, B, H', W', kh*kw*C): the input window of every output
-    position of `conv` (zero padding), ordered (kh, kw, C) like `_conv_weight`."""
-    _refuse(conv.dilation != (1, 1) or conv.padding_mode != "zeros" or conv.groups != 1,
-            "stem convolution with dilation, groups or non-zero padding")
+    position of `conv` (zero padding, no dilation: `check_fusable`), ordered (kh, kw, C) like `_conv_weight`."""
     if (*conv.kernel_size, *conv.stride, *conv.padding) == (1, 1, 1, 1, 0, 0):
         return x
     return Im2Col.apply(x, conv.kernel_size, conv.stride, conv.padding)
