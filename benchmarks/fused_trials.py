@@ -1,6 +1,6 @@
 """Fused trials vs one by one: K sampled configs of the default study's models trained (a) one
-after another with `stability.engine.run_trial` and (b) together with
-`stability.fused.run_fused_trials`, in one process, with the same torch thread count. Prints
+after another with `stability.train.engine.run_trial` and (b) together with
+`stability.train.fused.run_fused_trials`, in one process, with the same torch thread count. Prints
 the wall time of each way, the study throughput (trials per minute), their ratio (fused / one by
 one; issue targets: >= 1.5 on a 2-core CPU with K=8 tiny models, >= 8 on one H100 with K=16 at
 32 px) and the largest per-trial top-1 difference between the two ways.
@@ -23,10 +23,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stability.config import TrialConfig  # noqa: E402
+from stability.spec.trial import TrialConfig  # noqa: E402
 from stability.data import DatasetError  # noqa: E402
-from stability.engine import resolve_device, run_trial  # noqa: E402
-from stability.fused import check_fusable_configs, run_fused_trials  # noqa: E402
+from stability.train.engine import resolve_device, run_trial  # noqa: E402
+from stability.train.fused import check_fusable_configs, run_fused_trials  # noqa: E402
 from stability.sampling import plan_trials  # noqa: E402
 from stability.spec import SpecError, load_spec  # noqa: E402
 

@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stability.config import TrialConfig  # noqa: E402
+from stability.spec.trial import TrialConfig  # noqa: E402
 from stability.sampling import plan_trials  # noqa: E402
 from stability.spec import load_spec  # noqa: E402
 

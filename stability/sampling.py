@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import ValidationError
 from scipy.stats import qmc
 
-from stability.config import TrialConfig
+from stability.spec.trial import TrialConfig
 from stability.spec import Distribution, SpecError, StudySpec
 
 BASE_COLUMNS = {"study", "trial_id", "model", "optimizer", "lr", "weight_decay", "epochs", "seed", "batch_size",

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from conftest import TESTS
-from stability.sweep import main
+from stability.sweep.__main__ import main
 
 TINY = (TESTS / "data" / "tiny.yaml").read_text()
 

@@ -14,9 +14,9 @@ import torch
 from conftest import REPO
 from stability.bench import scripts
 from stability.bench.__main__ import main as bench_main
-from stability.config import TrialConfig
+from stability.spec.trial import TrialConfig
 from stability.data import DatasetError, check_dataset, list_datasets, load_dataset
-from stability.engine import run_trial
+from stability.train.engine import run_trial
 
 TINY = ["--device", "cpu", "--models", "vit_p_tiny", "--img-size", "16", "--batch-size", "8", "--steps", "2",
         "--epochs", "1", "--warmup-steps", "1", "--workers", "0", "--matmul-size", "128"]

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from stability.sampling import plan_trials
-from stability.spec import Distribution, builtin_names, check_names, load_spec
+from stability.spec import Distribution, builtin_names, load_spec
+from stability.sweep.checks import check_names
 
 STUDIES = builtin_names()
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "studies.md"

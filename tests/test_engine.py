@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import run_cli
-from stability.config import TrialConfig
-from stability.engine import chance_error, run_trial
-from stability.optim import build_optimizer, warmup_cosine
+from stability.spec.trial import TrialConfig
+from stability.train.engine import chance_error, run_trial
+from stability.train.optim import build_optimizer, warmup_cosine
 
 
 def tiny(**changes) -> TrialConfig:
@@ -107,7 +107,7 @@ def test_train_cli_prints_json_last_line():
     (["--set", "train.mixupp=1"], "mixupp"),
 ])
 def test_train_cli_bad_input_exits_2_with_one_line(args, fragment, capsys):
-    from stability.train import main
+    from stability.train.__main__ import main
 
     base = {"--model": "vit_p_tiny", "--optimizer": "sgd", "--lr": "0.1", "--weight-decay": "0", "--epochs": "1"}
     argv = []

@@ -11,14 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TESTS, run_cli
-from stability.checkpoint import load_checkpoint, teacher_config
-from stability.config import TrialConfig
-from stability.engine import run_trial
-from stability.losses import Objective, TrainForward, contrastive_loss, distillation_loss, patch_cutmix
+from stability.train.checkpoint import load_checkpoint, teacher_config
+from stability.spec.trial import TrialConfig
+from stability.train.engine import run_trial
+from stability.train.losses import Objective, TrainForward, contrastive_loss, distillation_loss, patch_cutmix
 from stability.models import build_model
 from stability.sampling import plan_trials
 from stability.spec import SpecError, load_spec
-from stability.teachers import check_factors, planned_teachers
+from stability.sweep.checks import check_factors
+from stability.sweep.teachers import planned_teachers
 
 TINY = str(TESTS / "data" / "tiny.yaml")
 BASE = dict(model="vit_p_tiny", optimizer="adamw", lr=2e-3, weight_decay=0.05, epochs=4, seed=0,

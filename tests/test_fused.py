@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from stability.config import TrialConfig
-from stability.engine import evaluate, run_trial
-from stability.fused import FusedViT, check_fusable_configs, run_fused_trials
+from stability.spec.trial import TrialConfig
+from stability.train.engine import evaluate, run_trial
+from stability.train.fused import FusedViT, check_fusable_configs, run_fused_trials
 from stability.models import build_model
 
 K = 3
@@ -204,7 +204,7 @@ def test_fused_model_refuses_what_it_does_not_implement():
 
 def test_batched_linear_under_bf16_autocast_matches_autograd_through_baddbmm():
     """The engine trains under bf16 autocast on GPUs; the hand-written backward must follow autocast's dtypes."""
-    from stability.fused.model import BatchedLinear
+    from stability.train.fused.model import BatchedLinear
 
     torch.manual_seed(0)
     leaves = [torch.randn(3, 5, 4), torch.randn(3, 6, 4), torch.randn(3, 6)]
@@ -223,9 +223,9 @@ def test_batched_linear_under_bf16_autocast_matches_autograd_through_baddbmm():
 def test_fused_evaluation_equals_each_models_own_evaluation_on_digits():
     import contextlib
 
-    from stability.config import Recipe
+    from stability.spec.trial import Recipe
     from stability.data import load_dataset
-    from stability.fused.engine import evaluate_fused
+    from stability.train.fused.engine import evaluate_fused
 
     data = load_dataset("digits", img_size=8)
     models = []
@@ -250,7 +250,7 @@ def test_fused_evaluation_equals_each_models_own_evaluation_on_digits():
 
 
 def test_packed_attention_groups_whole_images_only_for_few_tokens():
-    from stability.fused.model import images_per_sequence
+    from stability.train.fused.model import images_per_sequence
 
     assert images_per_sequence(64, 5) == 8  # 40 tokens per sequence
     assert images_per_sequence(60, 5) == 12 and images_per_sequence(359, 5) == 1  # the largest divisor within 64 tokens

@@ -71,7 +71,7 @@ def test_validating_a_study_does_not_import_torch(tmp_path):
     """The sweep driver checks and plans a study without torch (its import costs seconds per sweep)."""
     code = ("import sys\n"
             "from stability.models import list_models, has_patch_tokens\n"
-            "from stability.sweep import main\n"
+            "from stability.sweep.__main__ import main\n"
             "assert main(['default', '--dry-run', '--storage', sys.argv[1]]) == 0\n"
             "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'torch was imported'\n")
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True)

@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from stability.report import main
-from stability.store import ResultsStore
+from stability.report.__main__ import main
+from stability.results.store import ResultsStore
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -212,7 +212,7 @@ def test_export_without_kaleido_says_what_to_install(study, tmp_path, monkeypatc
 
 
 def test_export_dir_gets_every_figure(study, tmp_path, monkeypatch):
-    import stability.report as report
+    import stability.report.__main__ as report
 
     seen = {}
     monkeypatch.setattr(report, "export_figures", lambda figures, out_dir: seen.setdefault(out_dir, [n for n, _ in figures]))
@@ -229,7 +229,7 @@ def test_static_export_writes_svg(tmp_path):
         pytest.skip("kaleido needs Chrome/Chromium")
     import plotly.graph_objects as go
 
-    from stability.report import export_figures
+    from stability.report.__main__ import export_figures
 
     figures = [("edf a", go.Figure(go.Scatter(x=[1, 2], y=[0.5, 1]))), ("b", go.Figure(go.Bar(x=["x"], y=[1])))]
     paths = export_figures(figures, tmp_path / "figs")
@@ -238,7 +238,7 @@ def test_static_export_writes_svg(tmp_path):
 
 
 def test_report_imports_neither_torch_nor_ray():
-    code = "import sys, stability.report; bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad"
+    code = "import sys, stability.report.__main__; bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
 
 

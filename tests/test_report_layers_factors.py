@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stability.report import main
-from stability.store import ResultsStore, read_study
+from stability.report.__main__ import main
+from stability.results.store import ResultsStore, read_study
 from test_report import make_study
 
 DISTILLATION = (None, "hard", "soft")
@@ -171,7 +171,7 @@ def test_split_by_dotted_numeric_and_string_columns(factor_study, tmp_path):
 
 
 def test_exported_figures_include_layers_and_factors(factor_study, tmp_path, monkeypatch):
-    import stability.report as report
+    import stability.report.__main__ as report
 
     seen = {}
     monkeypatch.setattr(report, "export_figures", lambda figures, out_dir: seen.setdefault(out_dir, [n for n, _ in figures]))

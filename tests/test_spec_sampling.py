@@ -9,7 +9,7 @@ import pytest
 
 from stability.sampling import map_unit, plan_summary, plan_trials
 from stability.spec import Distribution, SpecError, builtin_names, load_spec, parse_spec
-from stability.store import ResultsStore, extra_column_type, read_study
+from stability.results.store import ResultsStore, extra_column_type, read_study
 
 SPEC = """
 name: t
@@ -161,7 +161,7 @@ def test_help_spec_lists_every_key_with_its_meaning():
 
 
 def test_trial_id_ignores_knobs_left_at_their_defaults():
-    from stability.config import TrialConfig
+    from stability.spec.trial import TrialConfig
 
     base = dict(model="vit_p_tiny", optimizer="sgd", lr=0.1, weight_decay=1e-5, epochs=2)
     plain = TrialConfig(**base)

@@ -80,7 +80,7 @@ def gpu(args: argparse.Namespace, argv: list[str]) -> tuple[int, list[tuple[str,
     from stability.bench import report
 
     try:
-        import stability.engine  # noqa: F401  (fail before any work if the engine's imports are missing)
+        import stability.train.engine  # noqa: F401  (fail before any work if the engine's imports are missing)
     except ImportError as exc:
         fail(f"the trial engine cannot be imported: {exc} (install it: pip install {exc.name or 'the missing package'})", 1)
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):

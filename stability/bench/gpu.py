@@ -4,7 +4,7 @@ Per model, in one process, side by side:
 
 - peak: the measured dense matmul rate (bf16 on CUDA, fp32 on the CPU), best of several timings;
   the denominator of every MFU here.
-- engine: `stability.engine.run_trial` itself on the `synthetic` dataset (images held and
+- engine: `stability.train.engine.run_trial` itself on the `synthetic` dataset (images held and
   augmented on the device, bf16 autocast, fused AdamW, torch.compile and, where the engine has the
   switch, channels-last conv stems on CUDA). The first epoch is warm-up (compile included) and is
   reported separately; images/s comes from the later epochs, timed by the engine's per-epoch
@@ -147,8 +147,8 @@ def measure_peak(device: torch.device, size: int, repeats: int = 5, products: in
 
 def engine_run(case: Case, settings: Settings) -> dict[str, float]:
     """Time `run_trial` on synthetic data; the first epoch is warm-up."""
-    from stability.config import TrialConfig
-    from stability.engine import run_trial
+    from stability.spec.trial import TrialConfig
+    from stability.train.engine import run_trial
 
     torch.compiler.reset()  # a fresh compile per model, as in a new trial process
     val_images = min(VAL_IMAGES, case.batch_size)

@@ -1,7 +1,7 @@
 """Train K sampled configurations of one model together: one forward/backward per step for all K.
 
 `run_fused_trials(cfgs)` returns one metrics dict per config, with the keys and meaning of
-`stability.engine.run_trial`; each trial keeps its own seed, initialisation, data order,
+`stability.train.engine.run_trial`; each trial keeps its own seed, initialisation, data order,
 augmentation, optimizer (lr, weight decay), schedule, divergence and evaluation, so its results
 equal training it alone within float tolerance. The configs may differ only in `lr`,
 `weight_decay`, `seed` and `extras`. Recipe features that cannot be fused are refused with a
@@ -25,14 +25,14 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from stability.config import Recipe, TrialConfig
+from stability.spec.trial import Recipe, TrialConfig
 from stability.data import load_dataset
-from stability.engine import (DIVERGENCE_CHECK_EVERY, chance_error, patch_cos_sim_by_layer,
+from stability.train.engine import (DIVERGENCE_CHECK_EVERY, chance_error, patch_cos_sim_by_layer,
                               resolve_device, seed_everything)
-from stability.fused.model import FusedViT
-from stability.fused.rules import check_fusable_configs
+from stability.train.fused.model import FusedViT
+from stability.train.fused.rules import check_fusable_configs
 from stability.models import build_model, model_info
-from stability.optim import build_optimizer, build_scheduler, fused_kernels_available
+from stability.train.optim import build_optimizer, build_scheduler, fused_kernels_available
 
 FusedEpochCallback = Callable[[int, dict[str, Any]], None]
 class _Trial:
@@ -164,7 +164,7 @@ def _end_epoch(fused: FusedViT, trial: _Trial, k: int, loss_sum: float) -> None:
 def evaluate_fused(fused: FusedViT, data, recipe: Recipe, autocast) -> list[float]:
     """Top-1 error (%) of each of the K models on the validation set, all K in one forward per batch.
 
-    Equals `stability.engine.evaluate` of each model (eval mode, same images). Each model sees
+    Equals `stability.train.engine.evaluate` of each model (eval mode, same images). Each model sees
     max(batch_size, eval_batch_size // K) images per forward: no more than training holds at once."""
     fused.eval()
     per_model = max(recipe.batch_size, recipe.eval_batch_size // fused.k)

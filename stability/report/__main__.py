@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def load(dirs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
     """Trials and curves of every folder, concatenated, and one record per folder (path,
     study names, spec). Study names that repeat across folders get the folder appended."""
-    from stability.store import read_study
+    from stability.results.store import read_study
 
     loaded = []
     for d in dict.fromkeys(dirs):  # a folder named twice is read once
@@ -182,7 +182,7 @@ def check_split_by(trials: pd.DataFrame, split_by: list[str]) -> None:
 
 def report(argv: list[str] | None = None) -> int:
     from analysis import factor_columns, sampled_columns
-    from stability.report_html import build_page
+    from stability.report.html import build_page
     from stability.sampling import BASE_COLUMNS
 
     args = parse_args(argv)

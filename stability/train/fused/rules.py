@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stability.config import Recipe, TrialConfig
+from stability.spec.trial import Recipe, TrialConfig
 from stability.models import list_models
 
 SUPPORTED_PREFIXES = ("vit_p_", "vit_c_", "deit_")

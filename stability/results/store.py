@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from stability.files import atomic_path, atomic_write_text
+from stability.results.files import atomic_path, atomic_write_text
 
 SCHEMA_VERSION = 1
 

@@ -19,12 +19,12 @@ import torch
 from timm.data import Mixup
 from timm.utils import ModelEmaV3
 
-from stability.checkpoint import build_teacher, checkpoint_dict, load_checkpoint, save_checkpoint, teacher_is_checkpoint
-from stability.config import TrialConfig
+from stability.train.checkpoint import build_teacher, checkpoint_dict, load_checkpoint, save_checkpoint, teacher_is_checkpoint
+from stability.spec.trial import TrialConfig
 from stability.data import load_dataset
-from stability.losses import Objective, TrainForward
+from stability.train.losses import Objective, TrainForward
 from stability.models import block_patch_tokens, build_model, model_info, patch_cosine_similarity
-from stability.optim import build_optimizer, build_scheduler, fused_kernels_available
+from stability.train.optim import build_optimizer, build_scheduler, fused_kernels_available
 
 DIVERGENCE_CHECK_EVERY = 16  # steps between host syncs that look for a non-finite loss
 COS_SIM_IMAGES = 256  # validation images used for the over-smoothing metric

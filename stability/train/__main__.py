@@ -10,7 +10,7 @@ import sys
 from pydantic import ValidationError
 
 from stability.cli import UsageError, apply_assignments, fail
-from stability.config import OPTIMIZERS, TrialConfig
+from stability.spec.trial import OPTIMIZERS, TrialConfig
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,7 +70,7 @@ def validate(cfg: TrialConfig) -> None:
 
 def check_factors(cfg: TrialConfig) -> None:
     """Distillation needs a teacher checkpoint when training alone; patch losses need patch tokens."""
-    from stability.checkpoint import load_checkpoint, teacher_is_checkpoint
+    from stability.train.checkpoint import load_checkpoint, teacher_is_checkpoint
     from stability.models import has_patch_tokens
 
     if cfg.train.patch_losses.active and not has_patch_tokens(cfg.model):
@@ -88,7 +88,7 @@ def check_factors(cfg: TrialConfig) -> None:
 
 def train(argv: list[str] | None = None) -> dict:
     """Run one trial from command-line arguments and return its metrics."""
-    from stability.engine import run_trial
+    from stability.train.engine import run_trial
 
     args = parse_args(argv)
     cfg = config_from_args(args)

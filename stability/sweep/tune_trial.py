@@ -16,9 +16,9 @@ from typing import Any, Callable
 import ray
 from ray import tune
 
-from stability.config import TrialConfig
-from stability.store import ResultsStore
-from stability.teachers import teacher_checkpoint, teacher_key
+from stability.spec.trial import TrialConfig
+from stability.results.store import ResultsStore
+from stability.sweep.teachers import teacher_checkpoint, teacher_key
 
 FINAL = "stability_final"  # key marking the last report of a trial (its metrics)
 MEMBER = "stability_member"  # index of the study trial a report belongs to within a fused group
@@ -42,7 +42,7 @@ def _set_threads(cpus: float) -> None:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker body: the engine with torch.distributed already set up by Ray Train."""
-    from stability.engine import run_trial
+    from stability.train.engine import run_trial
 
     _set_threads(config["cpus"])
     cfg = TrialConfig.model_validate(config["trial"])
@@ -53,7 +53,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def run_fused_group(cfgs: list[TrialConfig], cpus: float) -> None:
     """Several study trials trained together (resources.fused_trials); each reports its own results."""
-    from stability.fused.engine import run_fused_trials
+    from stability.train.fused.engine import run_fused_trials
 
     _set_threads(cpus)
     on_epoch = lambda k, point: tune.report({**point, FINAL: False, MEMBER: k})  # noqa: E731
@@ -71,7 +71,7 @@ def run_in_tune(config: dict[str, Any], teachers: dict[str, bytes] | None = None
         return
     cfg = cfgs[0]
     if resources["workers_per_trial"] == 1:
-        from stability.engine import run_trial
+        from stability.train.engine import run_trial
 
         _set_threads(resources["cpus_per_worker"])
         metrics = run_trial(cfg, device="auto", on_epoch=_report_to(tune.report),

@@ -11,9 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stability.checkpoint import from_bytes, teacher_config, teacher_is_checkpoint
-from stability.config import TrialConfig
-from stability.spec import SpecError
+from stability.train.checkpoint import from_bytes, teacher_config, teacher_is_checkpoint
+from stability.spec.trial import TrialConfig
 
 
 def teacher_key(cfg: TrialConfig) -> str | None:
@@ -33,30 +32,6 @@ def planned_teachers(plan: list[TrialConfig]) -> dict[str, TrialConfig]:
     return teachers
 
 
-def check_factors(plan: list[TrialConfig]) -> None:
-    """Before anything runs: patch losses only on models with patch tokens; every teacher is a
-    known model or a readable checkpoint of ours."""
-    from stability.checkpoint import load_checkpoint
-    from stability.models import has_patch_tokens, list_models
-
-    seen: set[str] = set()
-    for cfg in plan:
-        if cfg.train.patch_losses.active and not has_patch_tokens(cfg.model):
-            raise SpecError(f"train.patch_losses: {cfg.model} has no patch tokens; use the losses with transformer models only")
-        distill = cfg.train.distillation
-        if not distill.active or distill.teacher in seen:
-            continue
-        seen.add(distill.teacher)
-        if teacher_is_checkpoint(distill.teacher):
-            try:
-                load_checkpoint(distill.teacher)
-            except ValueError as exc:
-                raise SpecError(f"train.distillation.teacher: {exc}") from None
-        elif distill.teacher not in list_models():
-            raise SpecError(f"train.distillation.teacher: {distill.teacher!r} is neither a model name nor a "
-                            f"checkpoint file; models: {', '.join(list_models())}")
-
-
 def teacher_file(root: Path, key: str, tcfg: TrialConfig) -> Path:
     return root / "teachers" / f"{tcfg.model}-{key}.pt"
 
@@ -67,7 +42,7 @@ def _train_teacher(trial: dict[str, Any], cpus: float) -> tuple[bytes | None, di
 
     import torch
 
-    from stability.engine import run_trial
+    from stability.train.engine import run_trial
 
     torch.set_num_threads(max(1, int(cpus)))
     cfg = TrialConfig.model_validate(trial)
@@ -83,7 +58,7 @@ def ensure_teachers(plan: list[TrialConfig], root: Path, resources: dict[str, An
     once), and a message per teacher that could not be trained."""
     import ray
 
-    from stability.files import atomic_write_bytes, atomic_write_text
+    from stability.results.files import atomic_write_bytes, atomic_write_text
 
     teachers = planned_teachers(plan)
     blobs: dict[str, bytes] = {}

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
-from stability.config import Distillation, PatchLosses
+from stability.spec.trial import Distillation, PatchLosses
 from stability.models import patch_cosine_similarity
 from stability.models.analysis import prefix_tokens, transformer_blocks
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 from stability.cli import UsageError, apply_assignments
-from stability.config import OPTIMIZERS, DatasetConfig, Recipe
+from stability.spec.trial import OPTIMIZERS, DatasetConfig, Recipe
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "int_uniform", "choice")
 SAMPLERS = ("random", "sobol", "grid")
@@ -180,7 +180,7 @@ class StudySpec(_Strict):
     epochs: Union[PositiveInt, list[PositiveInt]] = Field(10, description="training length; a list makes a training-length study")
     repeats: PositiveInt = Field(1, description="seeds per sampled point")
     seed: NonNegativeInt = Field(0, description="seed of the sampler and of the trials")
-    train: dict[str, Knob] = Field(default_factory=dict, description="recipe overrides (keys of stability.config.Recipe)")
+    train: dict[str, Knob] = Field(default_factory=dict, description="recipe overrides (keys of stability.spec.trial.Recipe)")
     model_args: dict[str, Knob] = Field(default_factory=dict, description="build_model overrides for every model")
     resources: Resources = Field(default_factory=Resources, description="placement (see Resources)")
 
@@ -354,33 +354,3 @@ def load_spec(study: str | None, overrides: list[str] = ()) -> StudySpec:
     """Load a study by path or built-in name (None: the default study)."""
     text, source = read_spec_source(study or "default")
     return parse_spec(text, source, overrides)
-
-
-def check_names(spec: StudySpec) -> None:
-    """Names the registries must know: models and dataset (fast; nothing is built or loaded)."""
-    from stability.data import list_datasets
-    from stability.models import list_models
-
-    known = list_models()
-    for entry in spec.model_entries():
-        if entry.name not in known:
-            hint = difflib.get_close_matches(entry.name, known, n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise SpecError(f"models: unknown model {entry.name!r}{extra}; choose from: {', '.join(known)}")
-        for opt in entry.optimizers:
-            if opt not in spec.optimizers:
-                raise SpecError(f"models.{entry.name}.optimizers: {opt!r} is not one of the study's optimizers {sorted(spec.optimizers)}")
-    if spec.dataset.name not in list_datasets():
-        raise SpecError(f"dataset.name: unknown dataset {spec.dataset.name!r}; choose from: {', '.join(list_datasets())}")
-
-
-def check_data(spec: StudySpec) -> None:
-    """The dataset's files must be there (or downloadable when the spec allows it)."""
-    from stability.data import DatasetError, check_dataset
-
-    if spec.dataset.download:
-        return
-    try:
-        check_dataset(spec.dataset.name, spec.dataset.root)
-    except DatasetError as exc:
-        raise SpecError(f"dataset: {exc}") from None

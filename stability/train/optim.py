@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from timm.optim import param_groups_weight_decay
 
-from stability.config import TrialConfig
+from stability.spec.trial import TrialConfig
 
 
 def fused_kernels_available(device: torch.device) -> bool:

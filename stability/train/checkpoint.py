@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stability.config import Recipe, TrialConfig
-from stability.files import atomic_write_bytes
+from stability.spec.trial import Recipe, TrialConfig
+from stability.results.files import atomic_write_bytes
 
 if TYPE_CHECKING:  # torch is imported where a checkpoint is read or written: naming a teacher needs none
     import torch

@@ -1,0 +1,84 @@
+"""Running the missing trials of a plan with Ray Tune: teachers first, then the trials (alone or
+in fused groups), each row stored by the driver's callback as its trial ends."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from stability.spec import StudySpec
+from stability.sweep.cluster import TRIAL_DRIVER_CPUS
+
+def prepare_teachers(todo: list, root: Path, resources: dict[str, Any], store, study: str, console) -> tuple[dict, list]:
+    """Train the teachers the remaining trials need; trials whose teacher failed are recorded as failed."""
+    from stability.sweep.teachers import ensure_teachers, teacher_key
+    from stability.sweep.tune_trial import failed_row
+
+    teachers, failures = ensure_teachers(todo, root, resources, console)
+    runnable = []
+    for cfg in todo:
+        message = failures.get(teacher_key(cfg) or "")
+        if message:
+            store.write_trial(failed_row(study, cfg, message), [])
+        else:
+            runnable.append(cfg)
+    return teachers, runnable
+
+
+def fused_groups(todo: list, k: int) -> list[list]:
+    """Trials in groups of up to k that differ only in lr, weight decay and seed (resources.fused_trials);
+    trials the fused engine cannot train (model or recipe) stay alone."""
+    if k == 1:
+        return [[cfg] for cfg in todo]
+    from stability.train.fused.rules import check_fusable_configs, shared_settings
+
+    by_key: dict[str, list] = {}
+    for cfg in todo:
+        by_key.setdefault(json.dumps(shared_settings(cfg), sort_keys=True), []).append(cfg)
+    groups = []
+    for members in by_key.values():
+        try:
+            check_fusable_configs(members[:1])
+        except ValueError:
+            groups += [[cfg] for cfg in members]
+            continue
+        groups += [members[i:i + k] for i in range(0, len(members), k)]
+    return groups
+
+
+def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, progress, verbose: bool,
+               teachers: dict[str, bytes]) -> None:
+    from ray import tune
+
+    from stability.sweep.tune_trial import StoreCallback, run_in_tune
+
+    run_in_tune = tune.with_parameters(run_in_tune, teachers=teachers)
+
+    if resources["workers_per_trial"] == 1:
+        trainable = tune.with_resources(run_in_tune, {"cpu": resources["cpus_per_worker"], "gpu": resources["gpus_per_worker"]})
+    else:  # the trial process only drives a TorchTrainer; its workers hold the resources
+        trainable = tune.with_resources(run_in_tune, {"cpu": TRIAL_DRIVER_CPUS})
+    with tempfile.TemporaryDirectory(prefix="stability-tune-") as tune_dir:
+        groups = fused_groups(todo, spec.resources.fused_trials)
+        if len(groups) < len(todo):
+            alone = sum(len(group) == 1 for group in groups)
+            progress.console.print(f"fused trials: {len(todo)} trials in {len(groups)} processes"
+                                   + (f" ({alone} alone: model or recipe the fused engine cannot train)" if alone else ""))
+        param_space = {
+            "trials": tune.grid_search([[cfg.model_dump(mode="json") for cfg in group] for group in groups]),
+            "resources": resources,
+            "train_storage": tune_dir,
+        }
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=spec.name, storage_path=tune_dir, verbose=1 if verbose else 0,
+                callbacks=[StoreCallback(spec.name, store, progress.finished), progress],
+                failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+            ),
+        )
+        tuner.fit()
