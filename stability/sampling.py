@@ -22,13 +22,9 @@ import numpy as np
 from pydantic import ValidationError
 from scipy.stats import qmc
 
+from stability.results.schema import knob_column
 from stability.spec.trial import TrialConfig
 from stability.spec import Distribution, SpecError, StudySpec
-
-BASE_COLUMNS = {"study", "trial_id", "model", "optimizer", "lr", "weight_decay", "epochs", "seed", "batch_size",
-                "status", "top1_err", "best_top1_err", "train_loss", "wall_time_s", "images_per_s", "params",
-                "gflops", "patch_cos_sim", "error", "patch_cos_sim_layers"}
-
 
 def unit_points(sampler: str, samples: int, dims: list[Distribution], seed: int) -> np.ndarray:
     """(n, d) points in [0, 1) for the given distributions."""
@@ -78,12 +74,6 @@ def _knob_tables(spec: StudySpec, optimizer: str) -> dict[str, dict[str, Any]]:
     return tables
 
 
-def column_name(key: str) -> str:
-    """Result column of a knob: its leaf name, or the dotted key if the leaf is taken."""
-    leaf = key.split(".", 1)[1]
-    return key if leaf in BASE_COLUMNS else leaf
-
-
 def plan_trials(spec: StudySpec) -> list[TrialConfig]:
     """Every trial of the study in run order (points outermost, so partial studies stay balanced)."""
     per_optimizer = {}
@@ -125,7 +115,7 @@ def _trial(spec: StudySpec, model: str, optimizer: str, knobs: dict[str, Any], e
         node[path[-1]] = value
     opt = sections["opt"]
     skip = ("opt.lr", "opt.weight_decay", "train.batch_size")  # already base columns
-    extras = {column_name(k): v for k, v in knobs.items() if k not in skip}
+    extras = {knob_column(tuple(k.split('.'))): v for k, v in knobs.items() if k not in skip}
     raw = {
         "model": model, "optimizer": optimizer, "lr": opt.pop("lr"), "weight_decay": opt.pop("weight_decay"),
         "epochs": epochs, "seed": seed, "optimizer_args": opt, "dataset": spec.dataset.model_dump(),

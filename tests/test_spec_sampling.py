@@ -9,7 +9,8 @@ import pytest
 
 from stability.sampling import map_unit, plan_summary, plan_trials
 from stability.spec import Distribution, SpecError, builtin_names, load_spec, parse_spec
-from stability.results.store import ResultsStore, extra_column_type, read_study
+from stability.results.schema import extra_column_type
+from stability.results.store import ResultsStore, read_study
 
 SPEC = """
 name: t

@@ -19,9 +19,8 @@ from typing import Any
 import pandas as pd
 
 from stability.cli import UsageError, fail
+from stability.results.schema import BASE_COLUMNS, OUTCOME_COLUMNS, REQUIRED_COLUMNS
 
-REQUIRED = ("study", "trial_id", "model", "optimizer", "lr", "weight_decay", "epochs", "status", "top1_err")
-OUTCOMES = ("best_top1_err", "train_loss", "wall_time_s", "images_per_s", "patch_cos_sim", "patch_cos_sim_layers", "error")
 EXPORT_HINT = ("install kaleido (pip install kaleido) and Chrome/Chromium (e.g. apt-get install chromium, "
                "or point BROWSER_PATH at a Chrome binary)")
 
@@ -69,7 +68,7 @@ def load(dirs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, An
             raise UsageError(f"{d}: cannot read results: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         if res.trials.empty:
             raise UsageError(f"{d}: holds no results (trials.parquet has no rows)")
-        missing = [c for c in REQUIRED if c not in res.trials]
+        missing = [c for c in REQUIRED_COLUMNS if c not in res.trials]
         if missing:
             raise UsageError(f"{d}: trials table lacks column(s) {', '.join(missing)}; not a stability results folder")
         loaded.append(res)
@@ -173,7 +172,7 @@ def check_split_by(trials: pd.DataFrame, split_by: list[str]) -> None:
     """UsageError naming the columns that can be used when --split-by names another one."""
     from analysis import split_choices
 
-    choices = split_choices(trials, REQUIRED + OUTCOMES)
+    choices = split_choices(trials, REQUIRED_COLUMNS + OUTCOME_COLUMNS)
     for col in split_by:
         if col not in choices:
             why = "not a knob column (a key or an outcome)" if col in trials else "no such trials column"
@@ -183,7 +182,6 @@ def check_split_by(trials: pd.DataFrame, split_by: list[str]) -> None:
 def report(argv: list[str] | None = None) -> int:
     from analysis import factor_columns, sampled_columns
     from stability.report.html import build_page
-    from stability.sampling import BASE_COLUMNS
 
     args = parse_args(argv)
     trials, curves, records = load(args.dirs)

@@ -13,8 +13,6 @@ whole table (Parquet readers skip names starting with "." or "_"). Knows Parquet
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,65 +23,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from stability.results.files import atomic_path, atomic_write_text
-
-SCHEMA_VERSION = 1
-
-TRIAL_FIELDS: list[tuple[str, pa.DataType]] = [
-    ("study", pa.string()),
-    ("trial_id", pa.string()),
-    ("model", pa.string()),
-    ("optimizer", pa.string()),
-    ("lr", pa.float64()),
-    ("weight_decay", pa.float64()),
-    ("epochs", pa.int64()),
-    ("seed", pa.int64()),
-    ("batch_size", pa.int64()),
-    ("status", pa.string()),
-    ("top1_err", pa.float64()),
-    ("best_top1_err", pa.float64()),
-    ("train_loss", pa.float64()),
-    ("wall_time_s", pa.float64()),
-    ("images_per_s", pa.float64()),
-    ("params", pa.int64()),
-    ("gflops", pa.float64()),
-    ("patch_cos_sim", pa.float64()),
-    ("error", pa.string()),
-    ("patch_cos_sim_layers", pa.list_(pa.float64())),
-]
-CURVE_FIELDS: list[tuple[str, pa.DataType]] = [
-    ("study", pa.string()),
-    ("trial_id", pa.string()),
-    ("epoch", pa.int64()),
-    ("train_loss", pa.float64()),
-    ("top1_err", pa.float64()),
-    ("lr", pa.float64()),
-    ("elapsed_s", pa.float64()),
-]
-STATUSES = ("ok", "diverged", "failed")
-
-
-def extra_column_type(values: list[Any]) -> pa.DataType:
-    """Arrow type of an extra knob column from every value the plan gives it."""
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, bool) for v in present):
-        return pa.bool_()
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return pa.float64()
-    return pa.string()
-
-
-def _cell(value: Any, dtype: pa.DataType) -> Any:
-    if value is None:
-        return None
-    if pa.types.is_list(dtype):
-        return [_cell(v, dtype.value_type) for v in value]
-    if pa.types.is_string(dtype) and not isinstance(value, str):
-        return json.dumps(value, sort_keys=True)
-    if pa.types.is_floating(dtype):
-        value = float(value)
-        return value if not math.isnan(value) else None
-    return value
-
+from stability.results.schema import CURVE_COLUMNS, STATUSES, cell, curve_schema, trial_schema
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
     with atomic_path(path, ".parquet") as tmp:
@@ -113,9 +53,7 @@ class ResultsStore:
         return self.root / "study.yaml"
 
     def trial_schema(self) -> pa.Schema:
-        fields = TRIAL_FIELDS + sorted(self.extra_columns.items())
-        meta = {"stability_schema_version": str(SCHEMA_VERSION)}
-        return pa.schema([pa.field(n, t) for n, t in fields], metadata=meta)
+        return trial_schema(self.extra_columns)
 
     def finished_ids(self) -> set[str]:
         """Ids of trials whose row is on disk (cheap: file names only)."""
@@ -130,14 +68,13 @@ class ResultsStore:
         self.trials_dir.mkdir(parents=True, exist_ok=True)
         self.curves_dir.mkdir(parents=True, exist_ok=True)
         trial_id = row["trial_id"]
-        curve_schema = pa.schema([pa.field(n, t) for n, t in CURVE_FIELDS])
         curve_rows = [{**point, "study": row["study"], "trial_id": trial_id} for point in curve]
         curve_table = pa.Table.from_pylist(
-            [{n: _cell(r.get(n), t) for n, t in CURVE_FIELDS} for r in curve_rows], schema=curve_schema
+            [{c.name: cell(r.get(c.name), c.type) for c in CURVE_COLUMNS} for r in curve_rows], schema=curve_schema()
         )
         _atomic_write_table(curve_table, self.curves_dir / f"{trial_id}.parquet")
         schema = self.trial_schema()
-        record = {f.name: _cell(row.get(f.name), f.type) for f in schema}
+        record = {f.name: cell(row.get(f.name), f.type) for f in schema}
         _atomic_write_table(pa.Table.from_pylist([record], schema=schema), self.trials_dir / f"{trial_id}.parquet")
 
     def write_spec(self, resolved: dict[str, Any]) -> None:
@@ -170,5 +107,5 @@ def read_study(path: str | os.PathLike) -> StudyResults:
     if store.curves_dir.exists() and any(store.curves_dir.glob("*.parquet")):
         curves = pd.read_parquet(store.curves_dir)
     else:
-        curves = pd.DataFrame({n: pd.Series(dtype="object") for n, _ in CURVE_FIELDS})
+        curves = pd.DataFrame({c.name: pd.Series(dtype="object") for c in CURVE_COLUMNS})
     return StudyResults(path=Path(path), trials=trials, curves=curves, spec=store.read_spec())

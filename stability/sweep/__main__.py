@@ -70,7 +70,8 @@ def sweep(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     from stability.sampling import plan_summary, plan_trials
-    from stability.results.store import ResultsStore, extra_column_type, read_study
+    from stability.results.schema import extra_column_type
+    from stability.results.store import ResultsStore, read_study
 
     args = parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)

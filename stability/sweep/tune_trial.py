@@ -9,7 +9,6 @@ metrics reach Tune through `TuneReportCallback`.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,6 +16,7 @@ import ray
 from ray import tune
 
 from stability.spec.trial import TrialConfig
+from stability.results.schema import failed_row, trial_row
 from stability.results.store import ResultsStore
 from stability.sweep.teachers import teacher_checkpoint, teacher_key
 
@@ -98,25 +98,6 @@ def run_in_tune(config: dict[str, Any], teachers: dict[str, bytes] | None = None
     trainer.fit()
 
 
-def result_row(study: str, cfg: TrialConfig, metrics: dict[str, Any]) -> dict[str, Any]:
-    """A trials-table row (schema v1): the config's columns plus the trial's metrics."""
-    row = {
-        "study": study, "trial_id": cfg.trial_id, "model": cfg.model, "optimizer": cfg.optimizer,
-        "lr": cfg.lr, "weight_decay": cfg.weight_decay, "epochs": cfg.epochs, "seed": cfg.seed,
-        "batch_size": cfg.train.batch_size,
-    }
-    row.update({k: metrics.get(k) for k in ("status", "top1_err", "best_top1_err", "train_loss", "wall_time_s",
-                                             "images_per_s", "params", "gflops", "patch_cos_sim")})
-    row["error"] = metrics.get("error") or ""
-    row["patch_cos_sim_layers"] = list(metrics.get("patch_cos_sim_layers") or [])
-    row.update(cfg.extras)
-    return row
-
-
-def failed_row(study: str, cfg: TrialConfig, message: str) -> dict[str, Any]:
-    return result_row(study, cfg, {"status": "failed", "error": message, "top1_err": math.nan})
-
-
 class StoreCallback(tune.Callback):
     """Driver side: collects each trial's curve and writes its row when the trial ends.
 
@@ -152,7 +133,7 @@ class StoreCallback(tune.Callback):
                 curve.clear()  # a retried trial starts its curve again
             curve.append({k: result.get(k) for k in ("epoch", "train_loss", "top1_err", "lr", "elapsed_s")})
             return
-        row = result_row(self.study, self._configs(trial)[key[1]], result)
+        row = trial_row(self.study, self._configs(trial)[key[1]], result)
         self.store.write_trial(row, curve)
         self.written.add(key)
         self.on_finished(row)
