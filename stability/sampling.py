@@ -23,8 +23,9 @@ from pydantic import ValidationError
 from scipy.stats import qmc
 
 from stability.results.schema import knob_column
-from stability.spec.trial import TrialConfig
-from stability.spec import Distribution, SpecError, StudySpec
+from stability.spec import (Distribution, KnobPath, SpecError, StudySpec, TrialConfig, dotted,
+                            validation_message)
+from stability.spec.knobs import nest
 
 def unit_points(sampler: str, samples: int, dims: list[Distribution], seed: int) -> np.ndarray:
     """(n, d) points in [0, 1) for the given distributions."""
@@ -61,25 +62,13 @@ def map_unit(dist: Distribution, u: float) -> Any:
     return float(low + u * (high - low))
 
 
-def _knob_tables(spec: StudySpec, optimizer: str) -> dict[str, dict[str, Any]]:
-    """Per model: every knob of this optimizer as 'section.key' -> constant or Distribution."""
-    tables = {}
-    for entry in spec.model_entries():
-        knobs = {f"opt.{k}": v for k, v in spec.optimizers[optimizer].items()}
-        knobs.update({f"opt.{k}": v for k, v in entry.optimizers.get(optimizer, {}).items()})
-        knobs.update({f"train.{k}": v for k, v in spec.train.items()})
-        knobs.update({f"model_args.{k}": v for k, v in spec.model_args.items()})
-        knobs.update({f"model_args.{k}": v for k, v in entry.model_args.items()})
-        tables[entry.name] = knobs
-    return tables
-
-
 def plan_trials(spec: StudySpec) -> list[TrialConfig]:
     """Every trial of the study in run order (points outermost, so partial studies stay balanced)."""
     per_optimizer = {}
     for optimizer in spec.optimizers:
-        tables = _knob_tables(spec, optimizer)
-        sampled = sorted({k for t in tables.values() for k, v in t.items() if isinstance(v, Distribution)})
+        tables = {entry.name: spec.knob_table(entry, optimizer) for entry in spec.model_entries()}
+        # sorted as dotted text: the order fixes which unit-cube axis drives which knob (and so the trial ids)
+        sampled = sorted({k for t in tables.values() for k, v in t.items() if isinstance(v, Distribution)}, key=dotted)
         dims = [next(t[k] for t in tables.values() if isinstance(t.get(k), Distribution)) for k in sampled]
         seed = spec.seed * 1_000_003 + zlib.crc32(optimizer.encode())
         per_optimizer[optimizer] = (tables, sampled, unit_points(spec.sampler, spec.samples, dims, seed))
@@ -97,7 +86,7 @@ def plan_trials(spec: StudySpec) -> list[TrialConfig]:
     return plan
 
 
-def _resolve(knobs: dict[str, Any], sampled: list[str], u: np.ndarray) -> dict[str, Any]:
+def _resolve(knobs: dict[KnobPath, Any], sampled: list[KnobPath], u: np.ndarray) -> dict[KnobPath, Any]:
     values = dict(knobs)
     for key, q in zip(sampled, u):
         if isinstance(values.get(key), Distribution):
@@ -105,17 +94,12 @@ def _resolve(knobs: dict[str, Any], sampled: list[str], u: np.ndarray) -> dict[s
     return values
 
 
-def _trial(spec: StudySpec, model: str, optimizer: str, knobs: dict[str, Any], epochs: int, seed: int) -> TrialConfig:
-    sections: dict[str, dict[str, Any]] = {"opt": {}, "train": {}, "model_args": {}}
-    for key, value in knobs.items():
-        section, *path = key.split(".")
-        node = sections[section]
-        for part in path[:-1]:  # nested recipe sections, e.g. train.distillation.type
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
+def _trial(spec: StudySpec, model: str, optimizer: str, knobs: dict[KnobPath, Any], epochs: int, seed: int) -> TrialConfig:
+    """The trial of one model at one resolved point: its sections nested, its knob columns named."""
+    sections = {"opt": {}, "train": {}, "model_args": {}, **nest(knobs)}
     opt = sections["opt"]
-    skip = ("opt.lr", "opt.weight_decay", "train.batch_size")  # already base columns
-    extras = {knob_column(tuple(k.split('.'))): v for k, v in knobs.items() if k not in skip}
+    skip = (("opt", "lr"), ("opt", "weight_decay"), ("train", "batch_size"))  # already base columns
+    extras = {knob_column(path): value for path, value in knobs.items() if path not in skip}
     raw = {
         "model": model, "optimizer": optimizer, "lr": opt.pop("lr"), "weight_decay": opt.pop("weight_decay"),
         "epochs": epochs, "seed": seed, "optimizer_args": opt, "dataset": spec.dataset.model_dump(),
@@ -124,10 +108,7 @@ def _trial(spec: StudySpec, model: str, optimizer: str, knobs: dict[str, Any], e
     try:
         return TrialConfig.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise SpecError(f"{model}/{optimizer}: {loc}: {err['msg'].removeprefix('Value error, ')} "
-                        f"(value {err.get('input')!r})") from None
+        raise SpecError(validation_message(exc, f"{model}/{optimizer}", show_input=True)) from None
 
 
 def plan_summary(spec: StudySpec, plan: list[TrialConfig]) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 from torch import nn
 
+from stability.spec.errors import TrialSetupError
+
 ModelBuilder = Callable[..., nn.Module]
 _BUILDERS: dict[str, ModelBuilder] = {}
 
@@ -33,11 +35,11 @@ def registered_models() -> list[str]:
 def build_model(name: str, num_classes: int, img_size: int, **overrides: Any) -> nn.Module:
     """Build a freshly initialised model (never pretrained); `overrides` go to the timm constructor."""
     if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose from: {', '.join(registered_models())}")
+        raise TrialSetupError(f"unknown model {name!r}; choose from: {', '.join(registered_models())}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        raise TrialSetupError(f"num_classes must be a positive integer, got {num_classes!r}")
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
-        raise ValueError(f"img_size must be a positive integer, got {img_size!r}")
+        raise TrialSetupError(f"img_size must be a positive integer, got {img_size!r}")
     if overrides.pop("pretrained", False):
-        raise ValueError("pretrained weights are not supported: models are always built from scratch")
+        raise TrialSetupError("pretrained weights are not supported: models are always built from scratch")
     return _BUILDERS[name](num_classes=num_classes, img_size=img_size, **overrides)

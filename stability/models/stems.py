@@ -7,9 +7,10 @@ from functools import partial
 from typing import Any
 
 import torch
+from timm.layers import PatchEmbed
 from torch import nn
 
-from timm.layers import PatchEmbed
+from stability.spec.errors import TrialSetupError
 
 from .catalog import StemSpec
 
@@ -47,11 +48,11 @@ class ConvStemEmbed(nn.Module):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         if dynamic_img_pad or norm_layer is not None:
-            raise ValueError("the conv stem supports neither dynamic_img_pad nor an embedding norm_layer")
+            raise TrialSetupError("the conv stem supports neither dynamic_img_pad nor an embedding norm_layer")
         if _pair(patch_size) != (spec.total_stride, spec.total_stride):
-            raise ValueError(f"conv stem strides multiply to {spec.total_stride}, but patch_size={patch_size}")
+            raise TrialSetupError(f"conv stem strides multiply to {spec.total_stride}, but patch_size={patch_size}")
         if output_fmt not in (None, "NHWC", "NLC", "NCHW"):
-            raise ValueError(f"unsupported output_fmt {output_fmt!r}")
+            raise TrialSetupError(f"unsupported output_fmt {output_fmt!r}")
         self.patch_size = _pair(patch_size)
         self.img_size = _pair(img_size)
         self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
@@ -91,7 +92,7 @@ class ConvStemEmbed(nn.Module):
     def set_input_size(self, img_size: int | tuple[int, int] | None = None, patch_size: Any = None) -> None:
         """Adopt a new input size (timm's `VisionTransformer.set_input_size`); the stride is fixed."""
         if patch_size is not None and _pair(patch_size) != self.patch_size:
-            raise ValueError("a conv stem cannot change its patch size")
+            raise TrialSetupError("a conv stem cannot change its patch size")
         if img_size is not None:
             self.img_size = _pair(img_size)
             self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
@@ -106,9 +107,9 @@ class ConvStemEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         if self.strict_img_size and (height, width) != self.img_size:
-            raise ValueError(f"input size {height}x{width} does not match the model's {self.img_size[0]}x{self.img_size[1]}")
+            raise TrialSetupError(f"input size {height}x{width} does not match the model's {self.img_size[0]}x{self.img_size[1]}")
         if height % self.patch_size[0] or width % self.patch_size[1]:
-            raise ValueError(f"input size {height}x{width} is not divisible by the patch size {self.patch_size[0]}")
+            raise TrialSetupError(f"input size {height}x{width} is not divisible by the patch size {self.patch_size[0]}")
         x = self.proj(x)
         if self.output_fmt == "NCHW":
             return x

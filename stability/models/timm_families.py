@@ -8,13 +8,15 @@ from typing import Any
 import timm
 from torch import nn
 
+from stability.spec.errors import TrialSetupError
+
 from .catalog import CAIT_VARIANTS, DEIT_VARIANTS, REGNETY_VARIANTS
 from .registry import register_model
 
 
 def _check_divisible(img_size: int, patch_size: int) -> None:
     if img_size % patch_size:
-        raise ValueError(f"img_size {img_size} is not divisible by the patch size {patch_size}")
+        raise TrialSetupError(f"img_size {img_size} is not divisible by the patch size {patch_size}")
 
 
 def build_deit(variant: str, patch_size: int, *, num_classes: int, img_size: int, **overrides: Any) -> nn.Module:

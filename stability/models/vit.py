@@ -10,11 +10,13 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from torch import nn
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
-from .registry import register_model
+from stability.spec.errors import TrialSetupError
+
 from .catalog import PAPER_SIZES, SMALL_IMAGE_SIZES, STEMS, StemSpec, ViTSize
+from .registry import register_model
 from .stems import conv_stem_layer, init_pycls_vit
 
 
@@ -29,10 +31,10 @@ def build_vit(
     """timm VisionTransformer (class token, LayerNorm eps 1e-6) with pycls init; `stem` None = patchify."""
     patch_size = overrides.pop("patch_size", size.patch_size)
     if stem is not None and patch_size != stem.total_stride:
-        raise ValueError(
+        raise TrialSetupError(
             f"this ViT_C stem has total stride {stem.total_stride}; patch_size={patch_size} needs another model")
     if img_size % patch_size:
-        raise ValueError(f"img_size {img_size} is not divisible by the patch size {patch_size}")
+        raise TrialSetupError(f"img_size {img_size} is not divisible by the patch size {patch_size}")
     kwargs: dict[str, Any] = dict(
         img_size=img_size,
         patch_size=patch_size,

@@ -6,7 +6,6 @@ file at fault and, for names, the valid choices. Nothing here starts Ray or writ
 
 from __future__ import annotations
 
-import difflib
 import importlib.resources
 import re
 from pathlib import Path
@@ -15,16 +14,12 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
-from stability.cli import UsageError, apply_assignments
-from stability.spec.trial import OPTIMIZERS, DatasetConfig, Recipe
+from stability.spec.errors import SpecError, check_keys, validation_message
+from stability.spec.knobs import KnobPath, dotted, flatten, parse_path, set_path
+from stability.spec.trial import OPTIMIZER_DEFAULTS, OPTIMIZERS, DatasetConfig, Recipe, StrictModel
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "int_uniform", "choice")
 SAMPLERS = ("random", "sobol", "grid")
-OPTIMIZER_KNOBS = ("lr", "weight_decay", "momentum", "nesterov", "betas", "eps")
-
-
-class SpecError(UsageError):
-    """An invalid study spec or override."""
 
 
 class Distribution(BaseModel):
@@ -98,19 +93,19 @@ def _nested_section(model: type[BaseModel] | None, key: str) -> type[BaseModel] 
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
-def _flatten_sections(value: Any, model: type[BaseModel], prefix: str = "") -> Any:
+def _section_at(model: type[BaseModel], path: KnobPath) -> type[BaseModel] | None:
+    for key in path:
+        model = _nested_section(model, key)
+    return model
+
+
+def _flatten_sections(value: Any, model: type[BaseModel]) -> Any:
     """`{distillation: {type: {choice: [..]}}}` -> `{"distillation.type": {choice: [..]}}`, so every
     leaf of a nested section (at any depth) can be a knob; dotted keys pass through."""
     if not isinstance(value, dict):
         return value
-    flat: dict[str, Any] = {}
-    for key, item in value.items():
-        section = _nested_section(model, key)
-        if section is not None and isinstance(item, dict) and not _is_distribution_map(item):
-            flat.update(_flatten_sections(item, section, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = item
-    return flat
+    is_section = lambda path, item: not _is_distribution_map(item) and _section_at(model, path) is not None  # noqa: E731
+    return {dotted(path): item for path, item in flatten(value, is_section).items()}
 
 
 def _check_recipe_key(key: str) -> None:
@@ -119,7 +114,7 @@ def _check_recipe_key(key: str) -> None:
     parts = key.split(".")
     for depth, part in enumerate(parts):
         where = "train" + "".join(f".{p}" for p in parts[:depth])
-        _check_keys({part: None}, model.model_fields, where)
+        check_keys([part], model.model_fields, where)
         if depth < len(parts) - 1:
             model = _nested_section(model, part)
             if model is None:
@@ -132,11 +127,7 @@ def _optimizer_knob_maps(value: Any) -> Any:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
-
-class Resources(_Strict):
+class Resources(StrictModel):
     """How trials are placed on the cluster."""
 
     workers_per_trial: PositiveInt = Field(1, description="Ray Train workers per trial (data-parallel when > 1)")
@@ -154,7 +145,7 @@ class Resources(_Strict):
         return self
 
 
-class ModelEntry(_Strict):
+class ModelEntry(StrictModel):
     """A model with its own search ranges (e.g. RegNetY's wider lr range)."""
 
     name: str = Field(description="model name")
@@ -167,7 +158,7 @@ class ModelEntry(_Strict):
         return _optimizer_knob_maps(value)
 
 
-class StudySpec(_Strict):
+class StudySpec(StrictModel):
     """A whole study: what to train, how to sample, how to run."""
 
     name: str = Field(description="study name; results go to <storage>/<name>/")
@@ -226,7 +217,7 @@ class StudySpec(_Strict):
         for name, knobs in value.items():
             if name not in OPTIMIZERS:
                 raise ValueError(f"unknown optimizer {name!r}; choose from: {', '.join(OPTIMIZERS)}")
-            _check_keys(knobs, OPTIMIZER_KNOBS, name)
+            check_keys(knobs, ("lr", "weight_decay", *OPTIMIZER_DEFAULTS[name]), f"optimizers.{name}")
             for required in ("lr", "weight_decay"):
                 if required not in knobs:
                     raise ValueError(f"{name}: {required} is required")
@@ -238,6 +229,22 @@ class StudySpec(_Strict):
 
     def model_entries(self) -> list[ModelEntry]:
         return [ModelEntry(name=m) if isinstance(m, str) else m for m in self.models]
+
+    def knob_table(self, entry: ModelEntry, optimizer: str) -> dict[KnobPath, Any]:
+        """Every knob of one model under one optimizer by path, section first ("opt", "train" or
+        "model_args"): a constant or a Distribution; the model's own entries win."""
+        table: dict[KnobPath, Any] = {}
+        for section, knobs in (("opt", self.optimizers[optimizer]), ("opt", entry.optimizers.get(optimizer, {})),
+                               ("train", self.train), ("model_args", self.model_args), ("model_args", entry.model_args)):
+            table.update({(section, *parse_path(key)): value for key, value in knobs.items()})
+        return table
+
+    def sampled_knobs(self) -> list[dict[str, Any]]:
+        """Each sampled knob per optimizer and model: its path, kind and bounds (or choices)."""
+        return [{"optimizer": optimizer, "model": entry.name, "path": dotted(path), "kind": value.kind,
+                 "values": list(value.values)}
+                for optimizer in self.optimizers for entry in self.model_entries()
+                for path, value in self.knob_table(entry, optimizer).items() if isinstance(value, Distribution)]
 
     def resolved(self) -> dict[str, Any]:
         """The spec as plain data (distributions as `{kind: [..]}`), for study.yaml."""
@@ -252,35 +259,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _check_keys(knobs: dict[str, Any], valid, where: str) -> None:
-    for key in knobs:
-        if key not in valid:
-            hint = difflib.get_close_matches(key, list(valid), n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ValueError(f"unknown key {key!r} in {where}{extra}; valid: {', '.join(valid)}")
-
-
-def _error_line(exc: ValidationError, source: str) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "union[")))
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = f"unknown key {err['loc'][-1]!r}{_suggest(err['loc'])}"
-    return f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}"
-
-
-def _suggest(loc: tuple) -> str:
-    model: Any = StudySpec
-    for part in loc[:-1]:
-        field = getattr(model, "model_fields", {}).get(part)
-        model = field.annotation if field is not None else None
-    fields = list(getattr(model, "model_fields", {}))
-    if not fields:
-        return ""
-    hint = difflib.get_close_matches(str(loc[-1]), fields, n=1)
-    return (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; valid: {', '.join(fields)}"
 
 
 def spec_reference() -> list[str]:
@@ -343,11 +321,37 @@ def parse_spec(text: str, source: str, overrides: list[str] = ()) -> StudySpec:
         raise SpecError(f"{source}: the study spec is empty")
     if not isinstance(data, dict):
         raise SpecError(f"{source}: a study spec is a YAML map of keys, got {type(data).__name__}")
-    apply_assignments(data, list(overrides))
+    apply_overrides(data, overrides)
     try:
         return StudySpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_error_line(exc, source)) from None
+        raise SpecError(validation_message(exc, source, StudySpec)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
+    """`--set KEY=VALUE` overrides (value read as YAML) onto the spec's data."""
+    for text in overrides:
+        path, value = parse_override(text)
+        try:
+            set_path(data, path, value)
+        except ValueError as exc:
+            raise SpecError(f"--set {exc}") from None
+
+
+def parse_override(text: str) -> tuple[KnobPath, Any]:
+    """`a.b.c=value` -> (("a", "b", "c"), value), the value read as a YAML scalar or list."""
+    key, sep, raw = text.partition("=")
+    try:
+        path = parse_path(key) if sep else ()
+    except ValueError:
+        path = ()
+    if not path:
+        raise SpecError(f"--set expects KEY=VALUE with a dotted key, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise SpecError(f"--set {key}: cannot read value {raw!r}: {str(exc).splitlines()[0]}") from None
+    return path, value
 
 
 def load_spec(study: str | None, overrides: list[str] = ()) -> StudySpec:

@@ -9,18 +9,49 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 OPTIMIZERS = ("adamw", "sgd")
+Number = Union[int, float]  # ints stay ints: trial ids hash the values as given
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Base of every spec and config model: unknown keys are errors, instances are immutable."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DatasetConfig(_Strict):
+class OptimizerArgs(StrictModel):
+    """Optimizer arguments besides lr and weight decay; unset (None) means the optimizer's default."""
+
+    momentum: Number | None = Field(None, description="SGD momentum (default 0.9)")
+    nesterov: bool | None = Field(None, description="SGD Nesterov momentum (default true; off when momentum is 0)")
+    betas: tuple[Number, Number] | None = Field(None, description="AdamW betas (default [0.9, 0.999])")
+    eps: Number | None = Field(None, description="AdamW epsilon (default 1e-8)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "OptimizerArgs":
+        if self.momentum is not None and not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.betas is not None and not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be in [0, 1), got {list(self.betas)}")
+        if self.eps is not None and not self.eps > 0:
+            raise ValueError(f"eps must be positive, got {self.eps}")
+        return self
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {  # the one place optimizer defaults live
+    "adamw": {"betas": (0.9, 0.999), "eps": 1e-8},
+    "sgd": {"momentum": 0.9, "nesterov": True},
+}
+
+
+class DatasetConfig(StrictModel):
     """Which data a trial trains on."""
 
     name: str = Field("digits", description="dataset name: digits, cifar10, cifar100, imagefolder or synthetic (random images, for benchmarks)")
@@ -30,7 +61,7 @@ class DatasetConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="extra loader options, e.g. num_workers, auto_augment")
 
 
-class TeacherRecipe(_Strict):
+class TeacherRecipe(StrictModel):
     """How the sweep trains a teacher given by model name (the study's data and recipe otherwise)."""
 
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="teacher optimizer")
@@ -40,7 +71,7 @@ class TeacherRecipe(_Strict):
     seed: int = Field(0, ge=0, description="teacher seed")
 
 
-class Distillation(_Strict):
+class Distillation(StrictModel):
     """DeiT knowledge distillation (REFERENCE.md section 2): a frozen teacher's logits as extra targets."""
 
     type: Literal["none", "soft", "hard"] = Field("none", description="none, soft (KL at temperature tau) or hard (teacher argmax)")
@@ -60,7 +91,7 @@ class Distillation(_Strict):
         return self.type != "none"
 
 
-class PatchLosses(_Strict):
+class PatchLosses(StrictModel):
     """Weights of the over-smoothing losses of Gong et al. 2021 (REFERENCE.md section 3); 0 = off."""
 
     cosine: float = Field(0.0, ge=0, description="penalty: mean pairwise cosine similarity of last-layer patch tokens")
@@ -72,7 +103,7 @@ class PatchLosses(_Strict):
         return self.cosine > 0 or self.contrastive > 0 or self.mixing > 0
 
 
-class Recipe(_Strict):
+class Recipe(StrictModel):
     """The training recipe (REFERENCE.md section 1). Defaults suit short small-image runs."""
 
     batch_size: PositiveInt = Field(128, description="images per optimizer step (all workers together)")
@@ -101,7 +132,7 @@ class Recipe(_Strict):
         return self
 
 
-class TrialConfig(_Strict):
+class TrialConfig(StrictModel):
     """One fully resolved trial: a point of the study plus the recipe."""
 
     model: str = Field(description="model name from stability.models.list_models()")
@@ -110,19 +141,23 @@ class TrialConfig(_Strict):
     weight_decay: float = Field(ge=0, description="weight decay (AdamW: decoupled, multiplied by lr in PyTorch)")
     epochs: PositiveInt = Field(description="training length in epochs")
     seed: int = Field(0, ge=0, description="seed of every random source of the trial")
-    optimizer_args: dict[str, Any] = Field(default_factory=dict, description="momentum, nesterov (sgd); betas, eps (adamw)")
+    optimizer_args: OptimizerArgs = Field(default_factory=OptimizerArgs, description="momentum, nesterov (sgd); betas, eps (adamw)")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig, description="the data")
     train: Recipe = Field(default_factory=Recipe, description="the recipe")
     model_args: dict[str, Any] = Field(default_factory=dict, description="keyword overrides for build_model")
     extras: dict[str, Any] = Field(default_factory=dict, description="other sampled knobs, kept as result columns")
 
-    @field_validator("optimizer_args")
-    @classmethod
-    def _known_optimizer_args(cls, value: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(value) - {"momentum", "nesterov", "betas", "eps"}
-        if unknown:
-            raise ValueError(f"unknown optimizer argument(s) {sorted(unknown)}; valid: momentum, nesterov, betas, eps")
-        return value
+    @model_validator(mode="after")
+    def _arguments_of_this_optimizer(self) -> "TrialConfig":
+        valid = OPTIMIZER_DEFAULTS[self.optimizer]
+        wrong = sorted(set(self.optimizer_args.given()) - set(valid))
+        if wrong:
+            raise ValueError(f"{self.optimizer} takes no {', '.join(wrong)}; its arguments: {', '.join(valid)}")
+        return self
+
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """Arguments of the optimizer besides lr and weight decay, defaults filled in."""
+        return {**OPTIMIZER_DEFAULTS[self.optimizer], **self.optimizer_args.given()}
 
     @property
     def trial_id(self) -> str:

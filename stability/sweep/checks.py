@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from stability.cli import UsageError
-from stability.spec import SpecError, StudySpec, TrialConfig
+from stability.spec import SpecError, StudySpec, TrialConfig, TrialSetupError
 from stability.sweep.teachers import teacher_is_checkpoint
 
 
@@ -61,7 +61,7 @@ def check_factors(plan: list[TrialConfig]) -> None:
         if teacher_is_checkpoint(distill.teacher):
             try:
                 load_checkpoint(distill.teacher)
-            except ValueError as exc:
+            except TrialSetupError as exc:
                 raise SpecError(f"train.distillation.teacher: {exc}") from None
         elif distill.teacher not in list_models():
             raise SpecError(f"train.distillation.teacher: {distill.teacher!r} is neither a model name nor a "

@@ -9,8 +9,8 @@ import sys
 
 from pydantic import ValidationError
 
-from stability.cli import UsageError, apply_assignments, fail
-from stability.spec.trial import OPTIMIZERS, TrialConfig
+from stability.cli import UsageError, fail
+from stability.spec import OPTIMIZERS, SpecError, TrialConfig, TrialSetupError, apply_overrides, validation_message
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,12 +46,11 @@ def config_from_args(args: argparse.Namespace) -> TrialConfig:
         "dataset": {"name": args.dataset, "root": args.root, "img_size": args.img_size},
         "train": {} if args.batch_size is None else {"batch_size": args.batch_size},
     }
-    apply_assignments(raw, args.assignments)
+    apply_overrides(raw, args.assignments)
     try:
         return TrialConfig.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UsageError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+        raise UsageError(validation_message(exc, model=TrialConfig)) from None
 
 
 def validate(cfg: TrialConfig) -> None:
@@ -80,10 +79,7 @@ def check_factors(cfg: TrialConfig) -> None:
         if not teacher_is_checkpoint(distill.teacher):
             raise UsageError(f"train.distillation.teacher {distill.teacher!r}: alone, a trial needs a teacher checkpoint "
                              f"(train one with --model {distill.teacher} ... --save-checkpoint t.pt); a sweep trains it for you")
-        try:
-            load_checkpoint(distill.teacher)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        load_checkpoint(distill.teacher)  # TrialSetupError when it cannot serve as a teacher
 
 
 def train(argv: list[str] | None = None) -> dict:
@@ -94,10 +90,7 @@ def train(argv: list[str] | None = None) -> dict:
     cfg = config_from_args(args)
     validate(cfg)
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    try:
-        metrics = run_trial(cfg, device=args.device, log=log, checkpoint_to=args.save_checkpoint)
-    except ValueError as exc:  # bad combinations found while building (device, batch size, ...)
-        raise UsageError(str(exc)) from None
+    metrics = run_trial(cfg, device=args.device, log=log, checkpoint_to=args.save_checkpoint)
     metrics.pop("curve")
     return {"trial_id": cfg.trial_id, **cfg.model_dump(mode="json", include={"model", "optimizer", "lr", "weight_decay", "epochs", "seed"}), **metrics}
 
@@ -107,9 +100,11 @@ def _json_safe(value):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from stability.data import DatasetError
+
     try:
         metrics = train(argv)
-    except UsageError as exc:
+    except (UsageError, SpecError, TrialSetupError, DatasetError) as exc:  # the user's to fix; other errors are bugs
         fail(str(exc))
     print(json.dumps({k: _json_safe(v) for k, v in metrics.items()}))
     return 0

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stability.spec.trial import Recipe, TrialConfig
 from stability.results.files import atomic_write_bytes
+from stability.spec.errors import TrialSetupError
+from stability.spec.trial import Recipe, TrialConfig
 
 if TYPE_CHECKING:  # torch is imported where a checkpoint is read or written: naming a teacher needs none
     import torch
@@ -80,11 +81,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ValueError(f"teacher checkpoint {path} does not exist") from None
+        raise TrialSetupError(f"teacher checkpoint {path} does not exist") from None
     except Exception as exc:  # torch raises many types for foreign or damaged files
-        raise ValueError(f"cannot read teacher checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        raise TrialSetupError(f"cannot read teacher checkpoint {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a stability checkpoint (save one with stability.train --save-checkpoint)")
+        raise TrialSetupError(f"{path} is not a stability checkpoint (save one with stability.train --save-checkpoint)")
     return checkpoint
 
 
@@ -94,7 +95,7 @@ def build_teacher(checkpoint: dict[str, Any], data, device: torch.device) -> nn.
 
     for key in ("num_classes", "img_size", "in_chans"):
         if checkpoint[key] != getattr(data, key):
-            raise ValueError(f"teacher {checkpoint['model']} was trained with {key}={checkpoint[key]}, "
+            raise TrialSetupError(f"teacher {checkpoint['model']} was trained with {key}={checkpoint[key]}, "
                              f"the student's data has {key}={getattr(data, key)}")
     model = build_model(checkpoint["model"], checkpoint["num_classes"], checkpoint["img_size"],
                         in_chans=checkpoint["in_chans"], **checkpoint["model_args"])

@@ -19,12 +19,28 @@ import torch
 from timm.data import Mixup
 from timm.utils import ModelEmaV3
 
-from stability.train.checkpoint import build_teacher, checkpoint_dict, load_checkpoint, save_checkpoint, teacher_is_checkpoint
-from stability.spec.trial import TrialConfig
 from stability.data import load_dataset
+from stability.models import (
+    block_patch_tokens,
+    build_model,
+    model_info,
+    patch_cosine_similarity,
+)
+from stability.spec.errors import TrialSetupError
+from stability.spec.trial import TrialConfig
+from stability.train.checkpoint import (
+    build_teacher,
+    checkpoint_dict,
+    load_checkpoint,
+    save_checkpoint,
+    teacher_is_checkpoint,
+)
 from stability.train.losses import Objective, TrainForward
-from stability.models import block_patch_tokens, build_model, model_info, patch_cosine_similarity
-from stability.train.optim import build_optimizer, build_scheduler, fused_kernels_available
+from stability.train.optim import (
+    build_optimizer,
+    build_scheduler,
+    fused_kernels_available,
+)
 
 DIVERGENCE_CHECK_EVERY = 16  # steps between host syncs that look for a non-finite loss
 COS_SIM_IMAGES = 256  # validation images used for the over-smoothing metric
@@ -38,7 +54,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but no CUDA device is available; use --device cpu")
+        raise TrialSetupError("device cuda requested but no CUDA device is available; use --device cpu")
     return device
 
 
@@ -87,7 +103,7 @@ def load_teacher(cfg: TrialConfig, checkpoint: dict[str, Any] | None, data, devi
         return None
     if checkpoint is None:
         if not teacher_is_checkpoint(distill.teacher):
-            raise ValueError(
+            raise TrialSetupError(
                 f"teacher {distill.teacher!r} is a model name: a sweep trains it first; to run one trial alone, "
                 f"train it with `python -m stability.train --model {distill.teacher} ... --save-checkpoint t.pt` "
                 f"and pass --set train.distillation.teacher=t.pt")
@@ -139,11 +155,11 @@ def run_trial(
         train_model = torch.compile(train_model)
 
     if recipe.batch_size % world:
-        raise ValueError(f"train.batch_size {recipe.batch_size} is not divisible by {world} workers")
+        raise TrialSetupError(f"train.batch_size {recipe.batch_size} is not divisible by {world} workers")
     batch_size = recipe.batch_size // world
     steps_per_epoch = data.steps_per_epoch(batch_size, world)
     if steps_per_epoch < 1:
-        raise ValueError(f"train.batch_size {recipe.batch_size} exceeds the {data.train_size} training images")
+        raise TrialSetupError(f"train.batch_size {recipe.batch_size} exceeds the {data.train_size} training images")
     optimizer = build_optimizer(model, cfg, fused=fused_kernels_available(device))
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     ema = ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema else None

@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
-from stability.spec.trial import Distillation, PatchLosses
 from stability.models import patch_cosine_similarity
 from stability.models.analysis import prefix_tokens, transformer_blocks
+from stability.spec.errors import TrialSetupError
+from stability.spec.trial import Distillation, PatchLosses
 
 
 class TrainForward(nn.Module):
@@ -40,7 +41,7 @@ class TrainForward(nn.Module):
         if need_tokens:
             blocks = transformer_blocks(model)
             if not blocks:
-                raise ValueError(f"{type(model).__name__} has no patch tokens: patch losses need a transformer model")
+                raise TrialSetupError(f"{type(model).__name__} has no patch tokens: patch losses need a transformer model")
             skip = prefix_tokens(model)
             blocks[-1].register_forward_hook(lambda _m, _i, out: self._keep("last", out[:, skip:]))
             model.patch_embed.register_forward_hook(lambda _m, _i, out: self._keep("embed", out))
@@ -120,9 +121,9 @@ class Objective:
         self.rng = np.random.default_rng(seed)
         self.soft_ce = SoftTargetCrossEntropy()
         if distillation.active and teacher is None:
-            raise ValueError("distillation needs a teacher model")
+            raise TrialSetupError("distillation needs a teacher model")
         if patch_losses.mixing > 0 and not patch_size:
-            raise ValueError("patch_losses.mixing needs a model with a patch grid")
+            raise TrialSetupError("patch_losses.mixing needs a model with a patch grid")
 
     def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Patch-aligned CutMix when the mixing loss is on; else the batch unchanged."""

@@ -29,14 +29,12 @@ def build_optimizer(model: torch.nn.Module, cfg: TrialConfig, fused: bool = Fals
     """AdamW or SGD (momentum 0.9, Nesterov by default) with no decay on biases and gains."""
     no_decay = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
     groups = param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=no_decay)
-    args = dict(cfg.optimizer_args)
+    args = cfg.optimizer_kwargs()
     fused_arg = {"fused": True} if fused else {}
     if cfg.optimizer == "adamw":
-        betas = tuple(args.get("betas", (0.9, 0.999)))
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=args.get("eps", 1e-8), **fused_arg)
-    momentum = args.get("momentum", 0.9)
-    nesterov = args.get("nesterov", True) and momentum > 0
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=momentum, nesterov=nesterov, **fused_arg)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(args["betas"]), eps=args["eps"], **fused_arg)
+    nesterov = args["nesterov"] and args["momentum"] > 0  # torch refuses Nesterov without momentum
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=args["momentum"], nesterov=nesterov, **fused_arg)
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, warmup_start: float, floor: float) -> Callable[[int], float]:

@@ -25,14 +25,24 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from stability.spec.trial import Recipe, TrialConfig
 from stability.data import load_dataset
-from stability.train.engine import (DIVERGENCE_CHECK_EVERY, chance_error, patch_cos_sim_by_layer,
-                              resolve_device, seed_everything)
+from stability.models import build_model, model_info
+from stability.spec.errors import TrialSetupError
+from stability.spec.trial import Recipe, TrialConfig
+from stability.train.engine import (
+    DIVERGENCE_CHECK_EVERY,
+    chance_error,
+    patch_cos_sim_by_layer,
+    resolve_device,
+    seed_everything,
+)
 from stability.train.fused.model import FusedViT
 from stability.train.fused.rules import check_fusable_configs
-from stability.models import build_model, model_info
-from stability.train.optim import build_optimizer, build_scheduler, fused_kernels_available
+from stability.train.optim import (
+    build_optimizer,
+    build_scheduler,
+    fused_kernels_available,
+)
 
 FusedEpochCallback = Callable[[int, dict[str, Any]], None]
 class _Trial:
@@ -72,7 +82,7 @@ def run_fused_trials(
     data = load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download, **ds.options)
     steps_per_epoch = data.steps_per_epoch(recipe.batch_size)
     if steps_per_epoch < 1:
-        raise ValueError(f"train.batch_size {recipe.batch_size} exceeds the {data.train_size} training images")
+        raise TrialSetupError(f"train.batch_size {recipe.batch_size} exceeds the {data.train_size} training images")
 
     models = []
     for cfg in cfgs:  # each trial's own initialisation, as run_trial draws it
