@@ -239,29 +239,13 @@ def arm_names(trials: pd.DataFrame, split_by: Sequence[str] = ()) -> list[str]:
 CONTINUOUS = {"log_uniform", "uniform", "int_uniform"}
 
 
-def _knobs(table: dict[str, Any], prefix: str = ""):
-    """(column, value) of every knob of a spec table; nested sections (`distillation: {alpha:
-    ...}`) and dotted keys (`distillation.alpha`) both give the dotted column name."""
-    for key, value in table.items():
-        if isinstance(value, dict) and value and not set(value) & (CONTINUOUS | {"choice"}):
-            yield from _knobs(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
-def sampled_columns(trials: pd.DataFrame, spec: dict[str, Any] | None) -> list[str]:
-    """lr, weight_decay and every other numeric knob the spec samples from a continuous
-    distribution (choices are factors, see `analysis.factors`)."""
+def sampled_columns(trials: pd.DataFrame, knobs: Sequence[dict[str, Any]]) -> list[str]:
+    """lr, weight_decay and every other numeric knob column the study samples from a continuous
+    distribution, from study.yaml's `knobs` records (choices are factors, see `analysis.factors`)."""
     found = ["lr", "weight_decay"]
-    body = (spec or {}).get("spec", spec or {})
-    tables = list((body.get("optimizers") or {}).values())
-    for entry in body.get("models") or []:
-        if isinstance(entry, dict):
-            tables += list((entry.get("optimizers") or {}).values()) + [entry.get("model_args") or {}]
-    tables += [body.get("train") or {}, body.get("model_args") or {}]
-    for table in tables:
-        for key, value in _knobs(table or {}):
-            if isinstance(value, dict) and set(value) & CONTINUOUS:
-                if key in trials and key not in found and pd.api.types.is_numeric_dtype(trials[key]):
-                    found.append(key)
+    for knob in knobs:
+        column = knob.get("column")
+        if knob.get("kind") in CONTINUOUS and column in trials and column not in found \
+                and pd.api.types.is_numeric_dtype(trials[column]):
+            found.append(column)
     return found

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import ValidationError
 from scipy.stats import qmc
 
-from stability.results.schema import knob_column
+from stability.results.schema import CONFIG_KNOBS, knob_column
 from stability.spec import (Distribution, KnobPath, SpecError, StudySpec, TrialConfig, dotted,
                             validation_message)
 from stability.spec.knobs import nest
@@ -98,8 +98,7 @@ def _trial(spec: StudySpec, model: str, optimizer: str, knobs: dict[KnobPath, An
     """The trial of one model at one resolved point: its sections nested, its knob columns named."""
     sections = {"opt": {}, "train": {}, "model_args": {}, **nest(knobs)}
     opt = sections["opt"]
-    skip = (("opt", "lr"), ("opt", "weight_decay"), ("train", "batch_size"))  # already base columns
-    extras = {knob_column(path): value for path, value in knobs.items() if path not in skip}
+    extras = {knob_column(path): value for path, value in knobs.items() if path not in CONFIG_KNOBS}
     raw = {
         "model": model, "optimizer": optimizer, "lr": opt.pop("lr"), "weight_decay": opt.pop("weight_decay"),
         "epochs": epochs, "seed": seed, "optimizer_args": opt, "dataset": spec.dataset.model_dump(),

@@ -238,12 +238,15 @@ def test_optimizer_and_epochs_panels():
     assert an.epoch_budgets(df) == [5, 10] and an.slices(df) == [("adamw", 5), ("adamw", 10), ("sgd", 5), ("sgd", 10)]
 
 
-def test_sampled_columns_come_from_the_spec():
-    df = pd.DataFrame([trial(mixup=0.5, label_smoothing=0.1)])
-    spec = {"spec": {"optimizers": {"adamw": {"lr": {"log_uniform": [1e-4, 1e-2]}, "weight_decay": 0.05}},
-                     "train": {"mixup": {"uniform": [0.0, 1.0]}, "label_smoothing": 0.1}}}
-    assert an.sampled_columns(df, spec) == ["lr", "weight_decay", "mixup"]
-    assert an.sampled_columns(df, None) == ["lr", "weight_decay"]
+def test_sampled_columns_come_from_the_knob_records():
+    df = pd.DataFrame([trial(mixup=0.5, label_smoothing=0.1, **{"distillation.type": "soft"})])
+    knobs = [{"column": "lr", "kind": "log_uniform", "values": [1e-4, 1e-2]},
+             {"column": "mixup", "kind": "uniform", "values": [0.0, 1.0]},
+             {"column": "mixup", "kind": "uniform", "values": [0.0, 0.5]},  # the same column for another optimizer
+             {"column": "distillation.type", "kind": "choice", "values": ["soft", "hard"]},  # a factor, not a range
+             {"column": "absent", "kind": "uniform", "values": [0.0, 1.0]}]  # not in these results
+    assert an.sampled_columns(df, knobs) == ["lr", "weight_decay", "mixup"]
+    assert an.sampled_columns(df, []) == ["lr", "weight_decay"]
 
 
 def test_renderers_escape_names_and_draw_every_piece(small):
@@ -305,11 +308,3 @@ def test_groups_split_by_a_column_mixing_numbers_and_strings():
                        trial(err=12.0, tid="c", teacher=None)])
     g = an.group_stats(df, split_by=["teacher"], n_boot=10, n_range_boot=10)
     assert sorted(map(str, g["teacher"])) == ["3.0", "None", "deit_tiny"] and list(g["n"]) == [1, 1, 1]
-
-
-def test_sampled_columns_read_nested_and_dotted_knobs():
-    df = pd.DataFrame([trial(**{"distillation.alpha": 0.5, "patch_losses.cosine": 0.1, "distillation.type": "soft"})])
-    spec = {"spec": {"optimizers": {"adamw": {"lr": {"log_uniform": [1e-4, 1e-2]}}},
-                     "train": {"distillation": {"alpha": {"uniform": [0.1, 0.9]}, "type": {"choice": ["soft", "hard"]}},
-                               "patch_losses.cosine": {"log_uniform": [0.01, 1.0]}}}}
-    assert an.sampled_columns(df, spec) == ["lr", "weight_decay", "distillation.alpha", "patch_losses.cosine"]

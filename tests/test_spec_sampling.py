@@ -169,3 +169,48 @@ def test_trial_id_ignores_knobs_left_at_their_defaults():
     assert TrialConfig(**base, train={"mixup": 0.0, "patch_losses": {"cosine": 0.0}}).trial_id == plain.trial_id
     assert TrialConfig(**base, train={"mixup": 0.2}).trial_id != plain.trial_id
     assert TrialConfig(**{**base, "lr": 0.2}).trial_id != plain.trial_id
+
+
+def test_study_yaml_records_every_sampled_knob_with_its_column_and_bounds(tmp_path):
+    spec = parse_spec(SPEC, "t", ["train.distillation.alpha={uniform: [0.1, 0.9]}", "train.mixup={choice: [0.0, 0.8]}",
+                                  "model_args.drop_rate={uniform: [0.0, 0.2]}"])
+    store = ResultsStore(tmp_path / "s")
+    store.write_spec(spec, {"stability": "test"})
+    knobs = store.read_spec()["knobs"]
+    by_column = {(k["optimizer"], k["model"], k["column"]): k for k in knobs}
+    plan_columns = set().union(*(cfg.extras for cfg in plan_trials(spec))) | {"lr", "weight_decay"}
+    assert {k["column"] for k in knobs} <= plan_columns  # the columns the trials table will have
+    some_model = spec.model_entries()[0].name
+    alpha = by_column[("adamw", some_model, "distillation.alpha")]
+    assert (alpha["path"], alpha["kind"], alpha["values"]) == ("train.distillation.alpha", "uniform", [0.1, 0.9])
+    assert by_column[("adamw", some_model, "mixup")]["kind"] == "choice"
+    assert by_column[("adamw", some_model, "drop_rate")]["path"] == "model_args.drop_rate"
+    lr = by_column[("adamw", some_model, "lr")]
+    assert lr["path"] == "opt.lr" and lr["values"] == list(spec.optimizers["adamw"]["lr"].values)
+
+
+def test_study_yaml_written_before_knob_records_still_gives_them(tmp_path):
+    """A folder from before `knobs` existed: the reader derives them from the saved spec."""
+    import yaml
+
+    spec = parse_spec(SPEC, "t", ["train.distillation.alpha={uniform: [0.1, 0.9]}"])
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "study.yaml").write_text(yaml.safe_dump({"schema_version": 1, "spec": spec.resolved(), "versions": {}}))
+    knobs = ResultsStore(folder).read_spec()["knobs"]
+    assert {"lr", "weight_decay", "distillation.alpha"} == {k["column"] for k in knobs if k["kind"] != "choice"}
+
+
+def test_optimizer_arguments_are_typed_and_belong_to_their_optimizer():
+    from stability.spec import TrialConfig
+
+    base = dict(model="vit_p_tiny", lr=0.1, weight_decay=1e-5, epochs=2)
+    sgd = TrialConfig(**base, optimizer="sgd", optimizer_args={"momentum": 0.8})
+    assert sgd.optimizer_kwargs() == {"momentum": 0.8, "nesterov": True}
+    assert TrialConfig(**base, optimizer="adamw").optimizer_kwargs() == {"betas": (0.9, 0.999), "eps": 1e-8}
+    with pytest.raises(ValueError, match="adamw takes no momentum"):
+        TrialConfig(**base, optimizer="adamw", optimizer_args={"momentum": 0.9})
+    with pytest.raises(SpecError, match="unknown key 'momentum' in optimizers.adamw; valid: lr, weight_decay, betas, eps"):
+        parse_spec(SPEC, "t", ["optimizers.adamw.momentum=0.9"])
+    with pytest.raises(SpecError, match=r"momentum must be in \[0, 1\)"):
+        plan_trials(parse_spec(SPEC, "t", ["optimizers.sgd.momentum=1.5"]))

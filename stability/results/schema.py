@@ -70,9 +70,15 @@ METRICS = ("status", "top1_err", "best_top1_err", "train_loss", "wall_time_s", "
            "patch_cos_sim")  # what a trial's metrics give a row (besides error and patch_cos_sim_layers)
 
 
+CONFIG_KNOBS = {("opt", "lr"): "lr", ("opt", "weight_decay"): "weight_decay", ("train", "batch_size"): "batch_size"}
+
+
 def knob_column(path: tuple[str, ...]) -> str:
     """Result column of a knob at `path` (its section first, e.g. ("train", "distillation", "type")):
-    the path below the section, dotted, unless its leaf alone is free (e.g. `mixup`)."""
+    a config column for lr, weight decay and batch size; else the path below the section, dotted,
+    unless that name is a base column (then the whole path)."""
+    if path in CONFIG_KNOBS:
+        return CONFIG_KNOBS[path]
     leaf = ".".join(path[1:])
     return ".".join(path) if leaf in BASE_COLUMNS else leaf
 

@@ -23,7 +23,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from stability.results.files import atomic_path, atomic_write_text
-from stability.results.schema import CURVE_COLUMNS, STATUSES, cell, curve_schema, trial_schema
+from stability.results.schema import (CURVE_COLUMNS, SCHEMA_VERSION, STATUSES, cell, curve_schema, knob_column,
+                                      trial_schema)
+from stability.spec import SpecError, StudySpec, parse_path, parse_spec
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
     with atomic_path(path, ".parquet") as tmp:
@@ -77,13 +79,29 @@ class ResultsStore:
         record = {f.name: cell(row.get(f.name), f.type) for f in schema}
         _atomic_write_table(pa.Table.from_pylist([record], schema=schema), self.trials_dir / f"{trial_id}.parquet")
 
-    def write_spec(self, resolved: dict[str, Any]) -> None:
-        atomic_write_text(self.spec_path, yaml.safe_dump(resolved, sort_keys=False))
+    def write_spec(self, spec: StudySpec, versions: dict[str, str]) -> None:
+        """study.yaml: the resolved spec, every sampled knob with its column and bounds, the versions."""
+        record = {"schema_version": SCHEMA_VERSION, "spec": spec.resolved(), "knobs": knob_records(spec),
+                  "versions": versions}
+        atomic_write_text(self.spec_path, yaml.safe_dump(record, sort_keys=False))
 
     def read_spec(self) -> dict[str, Any] | None:
+        """study.yaml as written (None when there is none); files written before `knobs` existed get
+        them from their saved spec."""
         if not self.spec_path.is_file():
             return None
-        return yaml.safe_load(self.spec_path.read_text())
+        record = yaml.safe_load(self.spec_path.read_text())
+        if isinstance(record, dict) and "knobs" not in record and isinstance(record.get("spec"), dict):
+            try:
+                record["knobs"] = knob_records(parse_spec(yaml.safe_dump(record["spec"]), str(self.spec_path)))
+            except SpecError:  # a spec this version no longer accepts: its knobs stay unknown
+                record["knobs"] = []
+        return record
+
+
+def knob_records(spec: StudySpec) -> list[dict[str, Any]]:
+    """Each sampled knob of the spec (per optimizer and model) with its result column."""
+    return [{"column": knob_column(parse_path(knob["path"])), **knob} for knob in spec.sampled_knobs()]
 
 
 @dataclass
@@ -93,7 +111,12 @@ class StudyResults:
     path: Path
     trials: Any  # pandas.DataFrame
     curves: Any  # pandas.DataFrame
-    spec: dict[str, Any] | None
+    spec: dict[str, Any] | None  # study.yaml: schema_version, spec, knobs, versions
+
+    @property
+    def knobs(self) -> list[dict[str, Any]]:
+        """The sampled knobs (column, optimizer, model, path, kind, values); empty without study.yaml."""
+        return list((self.spec or {}).get("knobs") or [])
 
 
 def read_study(path: str | os.PathLike) -> StudyResults:

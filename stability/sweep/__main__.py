@@ -47,12 +47,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def resolve_spec(args: argparse.Namespace) -> StudySpec:
     """The study to run; with --resume, the spec saved beside its results wins."""
-    spec = load_spec(args.study, args.assignments)
-    saved_path = Path(args.storage) / spec.name / "study.yaml"
-    if saved_path.is_file():
-        import yaml
+    import yaml
 
-        saved = (yaml.safe_load(saved_path.read_text()) or {}).get("spec")
+    from stability.results.store import ResultsStore
+
+    spec = load_spec(args.study, args.assignments)
+    store = ResultsStore(Path(args.storage) / spec.name)
+    saved_path = store.spec_path
+    if saved_path.is_file():
+        saved = (store.read_spec() or {}).get("spec")
         if saved is not None and saved != spec.resolved():
             if not args.resume:
                 raise UsageError(f"{saved_path.parent} holds results of a different spec named {spec.name!r}; "
@@ -121,7 +124,7 @@ def sweep(argv: list[str] | None = None) -> int:
 
         connect_ray(args.address, args.num_cpus, args.verbose)
         resources = placement(spec)
-        store.write_spec({"schema_version": 1, "spec": spec.resolved(), "versions": versions()})
+        store.write_spec(spec, versions())
         teachers, todo = prepare_teachers(todo, root, resources, store, spec.name, console)
         from stability.sweep.progress import SweepProgress
 
