@@ -1,7 +1,20 @@
 """Benchmarks that compare two ways of doing the same work in one run and print their ratio.
 
-`python -m stability.bench gpu` times the trial engine against a plain PyTorch loop on the same
-models (images/s and model FLOP utilisation); `overhead` and `fused` run the scripts in
-`benchmarks/`; `all` runs each and prints their ratios together. Importing this package imports
-neither torch nor Ray: the GPU comparison needs only torch, timm and the engine's own imports.
+`python -m benchmarks {gpu,overhead,fused,orchestration,fused_sweep,all}` runs them (from a
+checkout or after `pip install .`); each of `overhead`, `fused`, `orchestration` and
+`fused_sweep` is also a module of its own (`python -m benchmarks.trial_overhead` and so on).
+
+- gpu (`benchmarks.gpu`): the trial engine against a plain PyTorch loop on the same models:
+  images/s and model FLOP utilisation.
+- overhead (`benchmarks.trial_overhead`): per-trial overhead, `stability.sweep` against a loop of
+  `stability.train` processes.
+- fused (`benchmarks.fused_trials`): K configs of one model trained in one fused forward/backward
+  against the same K trials one by one.
+- orchestration (`benchmarks.orchestration_share`): a sweep's wall time against its trials' own
+  work, for trials of about one minute.
+- fused_sweep (`benchmarks.fused_sweep`): whole sweeps with `resources.fused_trials` against one
+  trial per process.
+
+Importing this package or its CLI imports neither torch nor Ray: the GPU comparison needs only
+torch, timm and the trial engine's own imports.
 """

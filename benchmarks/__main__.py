@@ -1,13 +1,14 @@
-"""`python -m stability.bench {gpu,overhead,fused,orchestration,fused_sweep,all}`: benchmarks, each a ratio against a baseline.
+"""`python -m benchmarks {gpu,overhead,fused,orchestration,fused_sweep,all}`: benchmarks, each a ratio against a baseline.
 
 gpu            the trial engine vs a plain PyTorch loop: images/s and MFU per model (CUDA; --device cpu smoke-tests it)
-overhead       per-trial overhead, sweep vs a loop of stability.train (benchmarks/trial_overhead.py; needs Ray)
-fused          several configs of one model trained in one fused step vs one by one (benchmarks/fused_trials.py)
-orchestration  sweep wall time vs the trials' own work, 1-minute trials (benchmarks/orchestration_share.py; needs Ray)
-fused_sweep    whole sweeps with resources.fused_trials vs one trial per process (benchmarks/fused_sweep.py; needs Ray)
+overhead       per-trial overhead, sweep vs a loop of stability.train (benchmarks.trial_overhead; needs Ray)
+fused          several configs of one model trained in one fused step vs one by one (benchmarks.fused_trials)
+orchestration  sweep wall time vs the trials' own work, 1-minute trials (benchmarks.orchestration_share; needs Ray)
+fused_sweep    whole sweeps with resources.fused_trials vs one trial per process (benchmarks.fused_sweep; needs Ray)
 all            each of the above that can run here, then a table of their ratios
 
-Arguments after `overhead`, `fused` or `orchestration` go to the script (e.g. `overhead --trials 4`).
+Arguments after `overhead`, `fused`, `orchestration` or `fused_sweep` go to that benchmark's module
+(e.g. `overhead --trials 4`; `python -m benchmarks fused --help` shows its options).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import math
 import shlex
 import sys
 
-from stability.bench.scripts import SCRIPTS, Unavailable, run_script
+from benchmarks.runner import SCRIPTS, Unavailable, run_script
+from benchmarks.table import print_table
 from stability.cli import fail
-from stability.bench.table import print_table
 
-GPU_EPILOG = ("example (on a CUDA machine, from the repository root): python -m stability.bench gpu --json bench.json; "
-              "CPU smoke test: python -m stability.bench gpu --device cpu --models vit_p_tiny --img-size 16 "
+GPU_EPILOG = ("example (on a CUDA machine): python -m benchmarks gpu --json bench.json; "
+              "CPU smoke test: python -m benchmarks gpu --device cpu --models vit_p_tiny --img-size 16 "
               "--batch-size 8 --steps 2 --epochs 1 --workers 0")
 
 
@@ -59,12 +60,12 @@ def add_gpu_options(p: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="python -m stability.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     add_gpu_options(sub.add_parser("gpu", help="engine vs plain PyTorch loop: images/s, MFU", epilog=GPU_EPILOG))
-    for name, (filename, _) in SCRIPTS.items():
-        sub.add_parser(name, help=f"run benchmarks/{filename} (arguments pass through)", add_help=False)
+    for name, (module, _) in SCRIPTS.items():
+        sub.add_parser(name, help=f"run python -m {module} (arguments pass through)", add_help=False)
     add_gpu_options(sub.add_parser("all", help="every benchmark that can run here, then their ratios"))
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in SCRIPTS:
@@ -76,8 +77,8 @@ def gpu(args: argparse.Namespace, argv: list[str]) -> tuple[int, list[tuple[str,
     """Run the GPU comparison; returns the exit code and (name, ratio) pairs for a summary."""
     import torch
 
-    from stability.bench import gpu as bench
-    from stability.bench import report
+    from benchmarks import gpu as bench
+    from benchmarks import report
 
     try:
         import stability.train.engine  # noqa: F401  (fail before any work if the engine's imports are missing)
@@ -103,7 +104,7 @@ def gpu(args: argparse.Namespace, argv: list[str]) -> tuple[int, list[tuple[str,
     results = [bench.run_case(case, settings, peak["tflops"], log=lambda s: print(s, flush=True)) for case in cases]
     report.show(results, peak, settings, info)
     if args.json:
-        command = "python -m stability.bench " + shlex.join(argv)
+        command = "python -m benchmarks " + shlex.join(argv)
         report.write_json(args.json, report.record(results, peak, settings, info, command))
     ratios = [(f"gpu engine/plain images/s, {r.model}", f"{r.ratio:.2f}x" if math.isfinite(r.ratio) else "failed")
               for r in results]

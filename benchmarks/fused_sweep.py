@@ -4,7 +4,7 @@ process, one CPU each, (b) with `resources.fused_trials: K`, one CPU per fused g
 with 2 CPUs per group. Ray start-up is included in every way. Prints the wall times and the ratios
 one-by-one / fused (issue "Performance": at least 1.5x on a 2-core CPU with K=8).
 
-    python benchmarks/fused_sweep.py [-k 8] [--epochs 5]
+    python -m benchmarks.fused_sweep [-k 8] [--epochs 5]    (or: python -m benchmarks fused_sweep ...)
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def sweep_seconds(storage: str, name: str, k: int, epochs: int, fused: int, cpus: int) -> float:
@@ -27,15 +24,16 @@ def sweep_seconds(storage: str, name: str, k: int, epochs: int, fused: int, cpus
             f"resources.fused_trials={fused}", f"resources.cpus_per_worker={cpus}"]
     argv = [sys.executable, "-m", "stability.sweep", "default", "--storage", storage, *[x for s in sets for x in ("--set", s)]]
     start = time.perf_counter()
-    subprocess.run(argv, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fused_sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-k", type=int, default=8, help="trials per model (= fused group size)")
     parser.add_argument("--epochs", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as storage:
         ways = [("one by one, 1 CPU per trial", 1, 1), (f"fused_trials={args.k}, 1 CPU per group", args.k, 1),
                 (f"fused_trials={args.k}, 2 CPUs per group", args.k, 2)]

@@ -5,8 +5,9 @@ the wall time of each way, the study throughput (trials per minute), their ratio
 one; issue targets: >= 1.5 on a 2-core CPU with K=8 tiny models, >= 8 on one H100 with K=16 at
 32 px) and the largest per-trial top-1 difference between the two ways.
 
-    python benchmarks/fused_trials.py                      # CPU: K=8, digits at 8 px, 5 epochs
-    python benchmarks/fused_trials.py --device cuda --img-size 32 -k 16
+    python -m benchmarks.fused_trials                      # CPU: K=8, digits at 8 px, 5 epochs
+    python -m benchmarks.fused_trials --device cuda --img-size 32 -k 16
+    (or: python -m benchmarks fused ...)
 """
 
 from __future__ import annotations
@@ -16,19 +17,15 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from stability.spec.trial import TrialConfig  # noqa: E402
-from stability.data import DatasetError  # noqa: E402
-from stability.train.engine import resolve_device, run_trial  # noqa: E402
-from stability.train.fused import check_fusable_configs, run_fused_trials  # noqa: E402
-from stability.sampling import plan_trials  # noqa: E402
-from stability.spec import SpecError, load_spec  # noqa: E402
+from stability.data import DatasetError
+from stability.sampling import plan_trials
+from stability.spec import SpecError, load_spec
+from stability.spec.trial import TrialConfig
+from stability.train.engine import resolve_device, run_trial
+from stability.train.fused import check_fusable_configs, run_fused_trials
 
 
 def planned_groups(args: argparse.Namespace) -> dict[str, list[TrialConfig]]:
@@ -53,8 +50,9 @@ def device_name(device: torch.device) -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fused_trials", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-k", type=int, default=8, help="trials fused per model (default 8)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--img-size", type=int, default=8)
@@ -64,7 +62,7 @@ def main() -> int:
     parser.add_argument("--models", type=lambda s: s.split(","), default=["vit_p_tiny", "vit_c_tiny"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads for both ways")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.k < 1 or args.epochs < 1:
         parser.error("-k and --epochs must be positive")
     torch.set_num_threads(args.threads)

@@ -14,6 +14,9 @@ Per model, in one process, side by side:
 
 MFU = images/s x 3 x forward FLOPs per image / peak FLOP/s, with forward FLOPs = 2 x the
 multiply-adds `stability.models.model_info` counts (forward + backward = 3 forwards).
+
+Run it with `python -m benchmarks gpu` (see `--help`); it needs torch, timm and the engine's own
+imports only (no Ray, Optuna or Plotly).
 """
 
 from __future__ import annotations

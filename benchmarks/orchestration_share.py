@@ -7,7 +7,7 @@ trial) divided by the trials that run at once. Share = 1 - ideal / wall: everyth
 adds (driver start, spec checks, Tune start, placement, result writing, summary). Issue
 "Performance": at most 5% for 1-minute trials.
 
-    python benchmarks/orchestration_share.py [--trials 4] [--epochs 40]
+    python -m benchmarks.orchestration_share [--trials 4] [--epochs 40]    (or: python -m benchmarks orchestration ...)
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from pathlib import Path
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -35,12 +33,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.orchestration_share", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=4, help="trials (vit_c_tiny, AdamW, digits at 16 px)")
     parser.add_argument("--epochs", type=int, default=40, help="epochs per trial (40: about a minute on one core)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local cluster = trials at once")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     ray = str(Path(sys.executable).with_name("ray"))
     tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": tmp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
@@ -56,7 +55,7 @@ def main() -> int:
             argv = [sys.executable, "-m", "stability.sweep", "default", "--address", f"127.0.0.1:{port}",
                     "--storage", storage, *[x for s in sets for x in ("--set", s)]]
             start = time.perf_counter()
-            subprocess.run(argv, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wall = time.perf_counter() - start
             trials = pd.read_parquet(Path(storage) / "orchestration_bench" / "trials.parquet")
     finally:

@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import torch
 
-from stability.bench.gpu import FOUR_GF, MFU_TARGET, RATIO_TARGET, Result, Settings, as_dict
-from stability.bench.table import print_table
+from benchmarks.gpu import FOUR_GF, MFU_TARGET, RATIO_TARGET, Result, Settings, as_dict
+from benchmarks.table import print_table
 
 COLUMNS = ("model", "px", "batch", "GF", "engine img/s", "engine MFU", "warm-up s",
            "plain img/s", "plain MFU", "engine/plain")

@@ -1,42 +1,63 @@
-"""Run the benchmark scripts of `benchmarks/` (a folder of the source tree, not of the installed package)."""
+"""Run the benchmarks that are modules of their own (`python -m benchmarks.<module>`) in a child process."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import site
 import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+# command -> (module, top-level packages it needs beyond the trial engine's)
 SCRIPTS = {
-    "overhead": ("trial_overhead.py", ("ray",)),  # per-trial overhead: sweep vs a loop of stability.train
-    "fused": ("fused_trials.py", ()),  # several configs of one model in one forward/backward vs one by one
-    "orchestration": ("orchestration_share.py", ("ray",)),  # sweep wall time vs the trials' own work
-    "fused_sweep": ("fused_sweep.py", ("ray",)),  # whole sweeps: fused_trials=K vs one trial per process
+    "overhead": ("benchmarks.trial_overhead", ("ray",)),  # per-trial overhead: sweep vs a loop of stability.train
+    "fused": ("benchmarks.fused_trials", ()),  # several configs of one model in one forward/backward vs one by one
+    "orchestration": ("benchmarks.orchestration_share", ("ray",)),  # sweep wall time vs the trials' own work
+    "fused_sweep": ("benchmarks.fused_sweep", ("ray",)),  # whole sweeps: fused_trials=K vs one trial per process
 }
 RATIO_LINE = re.compile(r"^\s*ratio\b.*", re.IGNORECASE | re.MULTILINE)
 
 
 class Unavailable(Exception):
-    """The script or a package it needs is missing here; the message says which."""
+    """The benchmark's module or a package it needs is missing here; the message says which."""
 
 
-def script_path(name: str) -> Path:
-    filename, needs = SCRIPTS[name]
-    path = BENCHMARKS / filename
-    if not path.is_file():
-        raise Unavailable(f"{name}: {path} is not there (run from a checkout of the repository that has it)")
-    missing = [module for module in needs if importlib.util.find_spec(module) is None]
+def check_available(name: str) -> str:
+    """The module that runs benchmark `name`; raises Unavailable when it or a package it needs is missing."""
+    module, needs = SCRIPTS[name]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        found = False
+    if not found:
+        raise Unavailable(f"{name}: module {module} is not installed here")
+    missing = [package for package in needs if importlib.util.find_spec(package) is None]
     if missing:
         raise Unavailable(f"{name}: needs {', '.join(missing)}, not installed here")
-    return path
+    return module
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a benchmark's process: it imports this copy of `benchmarks` (and its `stability`).
+
+    Run from a checkout that is not installed, the checkout goes on PYTHONPATH; an installed copy
+    (site-packages) is found without it.
+    """
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    site_dirs = {str(Path(p).resolve()) for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    entries = [e for e in env.get("PYTHONPATH", "").split(os.pathsep) if e]
+    if root not in site_dirs and root not in {str(Path(e).resolve()) for e in entries}:
+        env["PYTHONPATH"] = os.pathsep.join([root, *entries])
+    return env
 
 
 def run_script(name: str, args: list[str]) -> tuple[int, list[str]]:
-    """Run one script with `args`, echoing its output; returns its exit code and its 'ratio ...' lines."""
-    path = script_path(name)
-    proc = subprocess.Popen([sys.executable, str(path), *args], cwd=BENCHMARKS.parent,
+    """Run benchmark `name` with `args`, echoing its output; returns its exit code and its 'ratio ...' lines."""
+    module = check_available(name)
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], env=child_env(),
                             stdout=subprocess.PIPE, text=True, bufsize=1)
     lines = []
     assert proc.stdout is not None

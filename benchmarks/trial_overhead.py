@@ -3,7 +3,7 @@
 start-up included. Prints both wall times and the ratio sweep / loop (issue "Performance":
 the target is at most 0.8).
 
-    python benchmarks/trial_overhead.py [--trials 8] [--epochs 5]
+    python -m benchmarks.trial_overhead [--trials 8] [--epochs 5]    (or: python -m benchmarks overhead ...)
 """
 
 from __future__ import annotations
@@ -15,14 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from stability.spec.trial import TrialConfig  # noqa: E402
-from stability.sampling import plan_trials  # noqa: E402
-from stability.spec import load_spec  # noqa: E402
+from stability.sampling import plan_trials
+from stability.spec import load_spec
+from stability.spec.trial import TrialConfig
 
 
 def train_argv(cfg: TrialConfig) -> list[str]:
@@ -39,15 +35,16 @@ def train_argv(cfg: TrialConfig) -> list[str]:
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.trial_overhead", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=8, help="trials (a multiple of 4: 2 models x 2 optimizers)")
     parser.add_argument("--epochs", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     overrides = [f"samples={args.trials // 4}", f"epochs={args.epochs}", "name=overhead_bench"]
     plan = plan_trials(load_spec("default", overrides))
     env = dict(os.environ)

@@ -1,21 +1,22 @@
-"""`python -m stability.bench` on the CPU with tiny settings, and the synthetic dataset through the engine."""
+"""`python -m benchmarks` on the CPU with tiny settings, and the synthetic dataset through the engine."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
-
 from conftest import REPO
-from stability.bench import scripts
-from stability.bench.__main__ import main as bench_main
-from stability.spec.trial import TrialConfig
+
+from benchmarks import runner
+from benchmarks.__main__ import main as bench_main
 from stability.data import DatasetError, check_dataset, list_datasets, load_dataset
+from stability.spec.trial import TrialConfig
 from stability.train.engine import run_trial
 
 TINY = ["--device", "cpu", "--models", "vit_p_tiny", "--img-size", "16", "--batch-size", "8", "--steps", "2",
@@ -31,8 +32,8 @@ WITHOUT_RAY = textwrap.dedent("""
                 raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
     sys.meta_path.insert(0, Block())
-    sys.argv = ["stability.bench", *sys.argv[1:]]
-    runpy.run_module("stability.bench", run_name="__main__")
+    sys.argv = ["benchmarks", *sys.argv[1:]]
+    runpy.run_module("benchmarks", run_name="__main__")
 """)
 
 
@@ -75,32 +76,61 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
     assert message in err[-1]
 
 
+def test_cli_imports_neither_torch_nor_ray():
+    code = ("import sys, benchmarks, benchmarks.__main__, benchmarks.runner, benchmarks.table; "
+            "print([m for m in ('torch', 'ray', 'timm') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", sorted(runner.SCRIPTS))
+def test_each_benchmark_runs_by_module_name(name, tmp_path):
+    """`python -m benchmarks NAME --help` reaches the benchmark's own options, from any directory."""
+    module, needs = runner.SCRIPTS[name]
+    for package in needs:
+        pytest.importorskip(package)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", name, "--help"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"usage: python -m {module}" in proc.stdout
+
+
 @pytest.fixture
-def scripts_dir(tmp_path, monkeypatch):
-    """A benchmarks/ folder with a stand-in `overhead` script that prints a ratio and no `fused` script."""
-    (tmp_path / "trial_overhead.py").write_text("import sys\nprint('args', sys.argv[1:])\nprint('ratio a / b: 0.50')\n")
-    monkeypatch.setattr(scripts, "BENCHMARKS", tmp_path)
-    monkeypatch.setitem(scripts.SCRIPTS, "overhead", ("trial_overhead.py", ()))
+def stand_ins(tmp_path, monkeypatch):
+    """`overhead` runs a stand-in module that prints its arguments and a ratio; `fused` needs a package that
+    is not installed and `orchestration` and `fused_sweep` name modules that are not there (nothing starts Ray)."""
+    (tmp_path / "overhead_stand_in.py").write_text("import sys\nprint('args', sys.argv[1:])\nprint('ratio a / b: 0.50')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setitem(runner.SCRIPTS, "overhead", ("overhead_stand_in", ()))
+    monkeypatch.setitem(runner.SCRIPTS, "fused", ("benchmarks.fused_trials", ("no_such_package",)))
+    monkeypatch.setitem(runner.SCRIPTS, "orchestration", ("benchmarks.no_such_module", ()))
+    monkeypatch.setitem(runner.SCRIPTS, "fused_sweep", ("no_such_package.fused_sweep", ()))
     return tmp_path
 
 
-def test_script_commands_pass_arguments_and_report_missing_scripts(scripts_dir, capsys):
+def test_script_commands_pass_arguments_and_report_missing_modules(stand_ins, capsys):
     assert bench_main(["overhead", "--trials", "4"]) == 0
     out = capsys.readouterr().out
     assert "args ['--trials', '4']" in out and "ratio a / b: 0.50" in out
-    with pytest.raises(SystemExit) as exc:
-        bench_main(["fused"])
-    assert exc.value.code == 2
-    assert "fused_trials.py is not there" in capsys.readouterr().err
+    for name, message in [("fused", "fused: needs no_such_package, not installed here"),
+                          ("orchestration", "orchestration: module benchmarks.no_such_module is not installed here"),
+                          ("fused_sweep", "module no_such_package.fused_sweep is not installed here")]:
+        with pytest.raises(SystemExit) as exc:
+            bench_main([name])
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
 
 
-def test_all_runs_each_benchmark_and_tabulates_ratios(scripts_dir, capsys):
+def test_all_runs_each_benchmark_and_tabulates_ratios(stand_ins, capsys):
     assert bench_main(["all", *TINY]) == 0
     out = capsys.readouterr().out
     summary = out[out.index("Benchmarks: ratios"):]
     assert "gpu engine/plain images/s, vit_p_tiny" in summary
     assert "ratio a / b: 0.50" in summary
-    assert "skipped: fused" in summary
+    assert "skipped: fused" in summary and "skipped: orchestration" in summary and "skipped: fused_sweep" in summary
 
 
 def test_synthetic_dataset_on_the_device():
