@@ -2,8 +2,8 @@
 
 Pure functions on pandas frames (schema v1, DESIGN.md); no torch, no ray. The data of each
 figure comes from its own function (`analysis.figures`, `analysis.layers`) and is rendered by
-`analysis.plots`; `analysis.factors` finds the knob columns to split EDFs by. Names load their
-module on first use, so `analysis.stats` alone does not import plotly.
+`analysis.plots`; `analysis.factors` finds the knob columns to split EDFs by. The plotting
+names load `analysis.plots` (and plotly) on first use, so the statistics import no plotly.
 """
 
 from __future__ import annotations
@@ -11,21 +11,47 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_WHERE = {
-    **dict.fromkeys(['delta_to_best', 'edf', 'edf_at', 'edf_band', 'edf_grid', 'normalized_weights'], "edf"),
-    **dict.fromkeys(['factor_columns', 'factor_levels', 'split_choices'], "factors"),
-    **dict.fromkeys(['arm_names', 'edf_data', 'epoch_budgets', 'epochs_data', 'expected_best_data', 'hparam_data', 'learning_curves_data', 'optimizer_data', 'sampled_columns', 'slices'], "figures"),
-    **dict.fromkeys(['LAYERS', 'has_layer_similarity', 'layer_budgets', 'layer_similarity_data', 'layer_similarity_table'], "layers"),
-    **dict.fromkeys(['colour_map', 'plot_edf', 'plot_hparams', 'plot_layer_similarity', 'plot_learning_curves', 'plot_lines', 'plot_optimizers'], "plots"),
-    **dict.fromkeys(['GROUP_KEYS', 'default_ks', 'error_stats', 'expected_best', 'expected_best_curve', 'expected_best_weights', 'good_range', 'good_ranges', 'group_keys', 'group_stats', 'ks_models', 'ks_optimizers', 'near_optimal_mass', 'usable_mask', 'usable_trials'], "stats"),
-}
+from analysis.edf import delta_to_best, edf, edf_at, edf_band, edf_grid, normalized_weights
+from analysis.figures import (
+    arm_names,
+    edf_data,
+    epoch_budgets,
+    epochs_data,
+    expected_best_data,
+    hparam_data,
+    learning_curves_data,
+    optimizer_data,
+    sampled_columns,
+    slices,
+)
+from analysis.factors import factor_columns, factor_levels, split_choices
+from analysis.layers import LAYERS, has_layer_similarity, layer_budgets, layer_similarity_data, layer_similarity_table
+from analysis.stats import (
+    GROUP_KEYS,
+    default_ks,
+    error_stats,
+    expected_best,
+    expected_best_curve,
+    expected_best_weights,
+    good_range,
+    good_ranges,
+    group_keys,
+    group_stats,
+    ks_models,
+    ks_optimizers,
+    near_optimal_mass,
+    usable_mask,
+    usable_trials,
+)
+
+_PLOTS = ("colour_map", "plot_edf", "plot_hparams", "plot_layer_similarity", "plot_learning_curves", "plot_lines",
+          "plot_optimizers")
 
 
 def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
+    if name not in _PLOTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    return getattr(importlib.import_module("analysis.plots"), name)
 
 
 __all__ = [

@@ -104,17 +104,22 @@ def expected_best(errors: Sequence[float], ks: Iterable[int] | None = None) -> d
 
 def expected_best_curve(errors: Sequence[float], n_boot: int = 200, seed: int = 0, level: float = 0.95):
     """(k = 1..n, expected best, lower, upper): the curve with a bootstrap band."""
+    ks = np.arange(1, len(errors) + 1)
+    mean, lo, hi = expected_best_interval(errors, ks, n_boot, seed, level)
+    return ks, mean, lo, hi
+
+
+def expected_best_interval(errors: Sequence[float], ks: Sequence[int], n_boot: int, seed: int, level: float = 0.95):
+    """(expected best, lower, upper) for each k of `ks`, the bounds a percentile bootstrap over the runs."""
     e = np.asarray(errors, dtype=float)
     n = len(e)
-    ks = np.arange(1, n + 1)
-    weights = np.stack([expected_best_weights(n, int(k)) for k in ks], axis=1)  # (n, k)
-    mean = np.sort(e) @ weights
+    weights = np.stack([expected_best_weights(n, int(k)) for k in ks], axis=1) if len(ks) else np.zeros((n, 0))
 
     def statistic(x, axis=-1):
         return np.moveaxis(np.sort(np.moveaxis(x, axis, -1), axis=-1) @ weights, -1, 0)
 
-    lo, hi = bootstrap_interval(e, statistic, n_boot, seed, level, size=n)
-    return ks, mean, lo, hi
+    lo, hi = bootstrap_interval(e, statistic, n_boot, seed, level, size=len(ks))
+    return np.sort(e) @ weights, lo, hi
 
 
 # --- near-optimal mass, intervals -------------------------------------------------------------
@@ -163,9 +168,7 @@ def error_stats(errors: Sequence[float], statuses: Sequence[str] | None = None, 
     lo, hi = bootstrap_interval(e, _ci_statistic, n_boot, seed, level, size=len(CI_STATS))
     out["ci"] = {name: [_finite(a), _finite(b)] for name, a, b in zip(CI_STATS, lo, hi)}
     ks = list(out["expected_best"])
-    weights = np.stack([expected_best_weights(n, k) for k in ks], axis=1)
-    lo, hi = bootstrap_interval(e, lambda x, axis=-1: np.moveaxis(np.sort(np.moveaxis(x, axis, -1), axis=-1) @ weights, -1, 0),
-                                n_boot, seed, level, size=len(ks))
+    _, lo, hi = expected_best_interval(e, ks, n_boot, seed, level)
     out["expected_best_ci"] = {k: [_finite(a), _finite(b)] for k, a, b in zip(ks, lo, hi)}
     return out
 

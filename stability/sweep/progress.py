@@ -1,4 +1,6 @@
-"""Live progress of a sweep (done / running / total, ETA, best error) and the closing summary."""
+"""Live progress of a sweep (done / running / total, ETA, best error) and the closing summary.
+
+Knows no Ray: the Tune callback in `tune_trial` forwards trial starts and ends here."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import sys
 import time
 from typing import Any
 
-from ray import tune
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -22,7 +23,7 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
-class SweepProgress(tune.Callback):
+class SweepProgress:
     """One live line on a terminal; one line per finished trial otherwise (logs, CI)."""
 
     def __init__(self, total: int, already_done: int, console: Console | None = None):
@@ -67,16 +68,13 @@ class SweepProgress(tune.Callback):
         return (f"trials {self.done}/{self.total} done · {sum(self.running.values())} running{extra} · {best} · "
                 f"ETA {format_duration(self.eta_seconds())} · elapsed {format_duration(time.monotonic() - self.start)}")
 
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.running[trial.trial_id] = len(trial.config["trials"])
+    def started(self, key: str, size: int) -> None:
+        """A process started `size` study trials (a fused group runs several)."""
+        self.running[key] = size
         self._refresh()
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.running.pop(trial.trial_id, None)
-        self._refresh()
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.running.pop(trial.trial_id, None)
+    def ended(self, key: str) -> None:
+        self.running.pop(key, None)
         self._refresh()
 
     def finished(self, row: dict[str, Any]) -> None:
@@ -99,26 +97,16 @@ class SweepProgress(tune.Callback):
             self.live.update(self.line())
 
 
-def summary_rows(trials) -> list[dict[str, Any]]:
-    """Per model and optimizer: n, best, median, diverged, failed (a pandas trials frame)."""
-    rows = []
-    for (model, optimizer), group in trials.groupby(["model", "optimizer"], sort=True):
-        errors = group.loc[group["status"] != "failed", "top1_err"].dropna()
-        rows.append({
-            "model": model, "optimizer": optimizer, "n": len(group),
-            "best": float(errors.min()) if len(errors) else math.nan,
-            "median": float(errors.median()) if len(errors) else math.nan,
-            "diverged": int((group["status"] == "diverged").sum()),
-            "failed": int((group["status"] == "failed").sum()),
-        })
-    return rows
-
-
 def print_summary(trials, console: Console) -> None:
-    table = Table(title="top-1 error (%) per model and optimizer", title_justify="left")
-    for column in ("model", "optimizer", "n", "best", "median", "diverged", "failed"):
+    """Per model, optimizer and epochs: trials, best and median error, diverged, failed (analysis.stats)."""
+    from analysis.stats import group_stats
+
+    stats = group_stats(trials, n_boot=100, n_range_boot=100)  # the intervals are the report's, not needed here
+    table = Table(title="top-1 error (%) per model, optimizer and epochs", title_justify="left")
+    for column in ("model", "optimizer", "epochs", "n", "best", "median", "diverged", "failed"):
         table.add_column(column, justify="left" if column in ("model", "optimizer") else "right")
-    for row in summary_rows(trials):
-        table.add_row(row["model"], row["optimizer"], str(row["n"]), f"{row['best']:.2f}",
-                      f"{row['median']:.2f}", str(row["diverged"]), str(row["failed"]))
+    for row in stats.to_dict(orient="records"):
+        best, median = (f"{row[k]:.2f}" if row[k] is not None and math.isfinite(row[k]) else "-" for k in ("min", "median"))
+        table.add_row(str(row["model"]), str(row["optimizer"]), str(row["epochs"]), str(row["n"] + row["n_failed"]),
+                      best, median, str(row["n_diverged"]), str(row["n_failed"]))
     console.print(table)

@@ -52,22 +52,22 @@ def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, pr
                teachers: dict[str, bytes]) -> None:
     from ray import tune
 
-    from stability.sweep.tune_trial import StoreCallback, run_in_tune
+    from stability.sweep.tune_trial import ProgressCallback, StoreCallback, run_in_tune
 
-    run_in_tune = tune.with_parameters(run_in_tune, teachers=teachers)
-
+    groups = fused_groups(todo, spec.resources.fused_trials)
+    if len(groups) < len(todo):
+        alone = sum(len(group) == 1 for group in groups)
+        progress.console.print(f"fused trials: {len(todo)} trials in {len(groups)} processes"
+                               + (f" ({alone} alone: model or recipe the fused engine cannot train)" if alone else ""))
+    # the configs travel as objects (one copy in Ray's object store); a Tune trial is told its group's index
+    run_in_tune = tune.with_parameters(run_in_tune, groups=groups, teachers=teachers)
     if resources["workers_per_trial"] == 1:
         trainable = tune.with_resources(run_in_tune, {"cpu": resources["cpus_per_worker"], "gpu": resources["gpus_per_worker"]})
     else:  # the trial process only drives a TorchTrainer; its workers hold the resources
         trainable = tune.with_resources(run_in_tune, {"cpu": TRIAL_DRIVER_CPUS})
     with tempfile.TemporaryDirectory(prefix="stability-tune-") as tune_dir:
-        groups = fused_groups(todo, spec.resources.fused_trials)
-        if len(groups) < len(todo):
-            alone = sum(len(group) == 1 for group in groups)
-            progress.console.print(f"fused trials: {len(todo)} trials in {len(groups)} processes"
-                                   + (f" ({alone} alone: model or recipe the fused engine cannot train)" if alone else ""))
         param_space = {
-            "trials": tune.grid_search([[cfg.model_dump(mode="json") for cfg in group] for group in groups]),
+            "group": tune.grid_search([{"index": i, "size": len(group)} for i, group in enumerate(groups)]),
             "resources": resources,
             "train_storage": tune_dir,
         }
@@ -77,7 +77,7 @@ def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, pr
             tune_config=tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=tune_dir, verbose=1 if verbose else 0,
-                callbacks=[StoreCallback(spec.name, store, progress.finished), progress],
+                callbacks=[StoreCallback(spec.name, store, groups, progress.finished), ProgressCallback(progress)],
                 failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             ),
         )

@@ -45,7 +45,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from stability.train.engine import run_trial
 
     _set_threads(config["cpus"])
-    cfg = TrialConfig.model_validate(config["trial"])
+    cfg: TrialConfig = config["trial"]
     teacher = teacher_checkpoint(cfg, config.get("teachers"))
     metrics = run_trial(cfg, device="auto", on_epoch=_report_to(ray.train.report), teacher=teacher)
     ray.train.report(_final(metrics))
@@ -61,10 +61,11 @@ def run_fused_group(cfgs: list[TrialConfig], cpus: float) -> None:
         tune.report({**_final(metrics), MEMBER: k})
 
 
-def run_in_tune(config: dict[str, Any], teachers: dict[str, bytes] | None = None) -> None:
-    """Tune trial function: one trial of the plan, or a fused group of them (`config["trials"]`);
+def run_in_tune(config: dict[str, Any], groups: list[list[TrialConfig]],
+                teachers: dict[str, bytes] | None = None) -> None:
+    """Tune trial function: one trial of the plan, or a fused group of them (`groups[config["group"]["index"]]`);
     `teachers`: distillation teacher checkpoints by teacher id."""
-    cfgs = [TrialConfig.model_validate(trial) for trial in config["trials"]]
+    cfgs = groups[config["group"]["index"]]
     resources = config["resources"]
     if len(cfgs) > 1:
         run_fused_group(cfgs, resources["cpus_per_worker"])
@@ -85,7 +86,7 @@ def run_in_tune(config: dict[str, Any], teachers: dict[str, bytes] | None = None
     gpus = resources["gpus_per_worker"]
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"trial": config["trials"][0], "cpus": resources["cpus_per_worker"],
+        train_loop_config={"trial": cfg, "cpus": resources["cpus_per_worker"],
                            "teachers": {k: v for k, v in (teachers or {}).items() if k == teacher_key(cfg)}},
         scaling_config=ScalingConfig(
             num_workers=resources["workers_per_trial"],
@@ -104,16 +105,17 @@ class StoreCallback(tune.Callback):
     Runs in the driver only, so the store has a single writer; every write is atomic.
     """
 
-    def __init__(self, study: str, store: ResultsStore, on_finished: Callable[[dict[str, Any]], None]):
+    def __init__(self, study: str, store: ResultsStore, groups: list[list[TrialConfig]],
+                 on_finished: Callable[[dict[str, Any]], None]):
         self.study = study
         self.store = store
+        self.groups = groups
         self.on_finished = on_finished
         self.curves: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self.written: set[tuple[str, int]] = set()
 
-    @staticmethod
-    def _configs(trial) -> list[TrialConfig]:
-        return [TrialConfig.model_validate(t) for t in trial.config["trials"]]
+    def _configs(self, trial) -> list[TrialConfig]:
+        return self.groups[trial.config["group"]["index"]]
 
     def _reset(self, trial) -> None:
         for key in [key for key in self.curves if key[0] == trial.trial_id]:
@@ -161,3 +163,19 @@ def _last_error_line(trial) -> str:
         if "Error" in line or "Exception" in line:
             return line[-500:]
     return lines[-1][-500:]
+
+
+class ProgressCallback(tune.Callback):
+    """Forwards Tune's trial starts and ends to the sweep's progress display."""
+
+    def __init__(self, progress):
+        self.progress = progress
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.progress.started(trial.trial_id, trial.config["group"]["size"])
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.progress.ended(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.progress.ended(trial.trial_id)

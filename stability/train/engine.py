@@ -236,13 +236,21 @@ def run_trial(
         layers = patch_cos_sim_by_layer(eval_model, data)
         if checkpoint_to is not None and rank == 0:
             save_checkpoint(checkpoint_dict(eval_model, cfg, data, {"top1_err": final_err}), checkpoint_to)
+    return trial_metrics(status, final_err, best_err, train_loss, time.perf_counter() - start,
+                         images / train_seconds if train_seconds > 0 else math.nan, info, layers, curve, chance)
+
+
+def trial_metrics(status: str, final_err: float, best_err: float, train_loss: float, wall_time_s: float,
+                  images_per_s: float, info: dict[str, Any], layers: list[float], curve: list[dict[str, Any]],
+                  chance: float) -> dict[str, Any]:
+    """What a trial returns (one trial alone or a member of a fused group): its row's metrics and its curve."""
     return {
         "status": status,
         "top1_err": final_err,
         "best_top1_err": best_err if math.isfinite(best_err) else chance,
         "train_loss": train_loss,
-        "wall_time_s": time.perf_counter() - start,
-        "images_per_s": images / train_seconds if train_seconds > 0 else math.nan,
+        "wall_time_s": wall_time_s,
+        "images_per_s": images_per_s,
         "params": info["params"],
         "gflops": info["gflops"],
         "patch_cos_sim": layers[-1] if layers else math.nan,

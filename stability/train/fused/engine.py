@@ -33,6 +33,7 @@ from stability.train.engine import (
     DIVERGENCE_CHECK_EVERY,
     chance_error,
     patch_cos_sim_by_layer,
+    trial_metrics,
     resolve_device,
     seed_everything,
 )
@@ -216,18 +217,5 @@ def _metrics(trial: _Trial, data, info: dict[str, Any], wall: float, train_secon
         if log is not None:
             log(f"trial {k}: diverged: non-finite loss in epoch {len(trial.curve) + 1}; "
                 f"recorded at chance error {chance:.1f}%")
-    return {
-        "status": status,
-        "top1_err": final_err,
-        "best_top1_err": trial.best_err if math.isfinite(trial.best_err) else chance,
-        "train_loss": trial.train_loss,
-        "wall_time_s": wall,
-        "images_per_s": trial.images / train_seconds if train_seconds > 0 else math.nan,
-        "params": info["params"],
-        "gflops": info["gflops"],
-        "patch_cos_sim": layers[-1] if layers else math.nan,
-        "patch_cos_sim_layers": layers,
-        "epochs_run": len(trial.curve),
-        "error": "",
-        "curve": trial.curve,
-    }
+    return trial_metrics(status, final_err, trial.best_err, trial.train_loss, wall,
+                         trial.images / train_seconds if train_seconds > 0 else math.nan, info, layers, trial.curve, chance)
