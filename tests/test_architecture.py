@@ -1,0 +1,29 @@
+"""The layers of DESIGN.md hold: the import contracts in pyproject.toml ([tool.importlinter]) are kept."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+
+def lint_imports() -> str:
+    found = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
+    return found
+
+
+def test_import_contracts_are_kept():
+    out = subprocess.run([lint_imports(), "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout and out.stdout.count(" KEPT") >= 6
+
+
+def test_each_layer_is_one_package():
+    packages = {p.parent.name for p in (REPO / "stability").glob("*/__init__.py")}
+    assert {"spec", "train", "sweep", "results", "report", "models", "data"} <= packages
+    assert (REPO / "analysis" / "__init__.py").is_file() and (REPO / "benchmarks" / "__init__.py").is_file()
+    flat = sorted(p.name for p in (REPO / "stability").glob("*.py"))
+    assert flat == ["__init__.py", "cli.py", "sampling.py"], flat
