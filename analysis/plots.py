@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from plotly.colors import hex_to_rgb, qualitative
 from plotly.subplots import make_subplots
 
 from analysis.figures import HparamData, LinesData, OptimizerData
@@ -28,13 +28,14 @@ def colour_map(arms: Sequence[str]) -> dict[str, str]:
 
 
 def _esc(text: object) -> str:
-    """Plotly-safe text: HTML escaped, line breaks as <br>."""
+    """Plotly-safe text: HTML escaped, line breaks as <br> (plotly reads label text as its own
+    HTML subset and has no escaping option)."""
     return html.escape(str(text), quote=False).replace("\n", "<br>")
 
 
 def _rgba(colour: str, alpha: float) -> str:
-    colour = colour.lstrip("#")
-    r, g, b = (int(colour[i:i + 2], 16) for i in (0, 2, 4))
+    """A palette colour (#rrggbb) made translucent."""
+    r, g, b = hex_to_rgb(colour)
     return f"rgba({r},{g},{b},{alpha})"
 
 
@@ -43,7 +44,8 @@ def _colour(colours: dict[str, str] | None, arm: str, i: int) -> str:
 
 
 def _clean(a) -> list:
-    """Plotly-safe values: non-finite numbers become gaps."""
+    """Plotly-safe values: non-finite numbers become gaps (None) in plain lists, the same JSON whatever
+    plotly's encoding of numpy arrays."""
     return [None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in np.asarray(a).tolist()]
 
 

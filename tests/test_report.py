@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import yaml
 
 from stability.report.__main__ import main
 from stability.results.store import ResultsStore
+from stability.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -40,9 +42,8 @@ def make_study(root: Path, *, name: str = "synthetic", models=("vit_p_tiny", "vi
     diverges (chance error 90 on 10 classes), optionally one trial fails."""
     rng = np.random.default_rng(seed)
     store = ResultsStore(root / name, {"warmup_epochs": pa.float64(), "label_smoothing": pa.float64()})
-    store.write_spec({"schema_version": 1, "spec": {**SPEC, "name": name, "models": list(models),
-                                                   "epochs": list(epochs) if len(epochs) > 1 else epochs[0]},
-                      "versions": {"stability": "0.1.0"}})
+    spec = {**SPEC, "name": name, "models": list(models), "epochs": list(epochs) if len(epochs) > 1 else epochs[0]}
+    store.write_spec(parse_spec(yaml.safe_dump(spec), name), {"stability": "0.1.0"})
     points = {o: rng.uniform(size=(samples, 2)) for o in RANGES}
     for m, model in enumerate(models):
         sensitivity = 6.0 if "vit_p" in model else 2.5
@@ -130,7 +131,7 @@ def test_json_summary_has_groups_and_ks(built, study):
 def test_html_is_self_contained_and_offline(built):
     from plotly.offline import get_plotlyjs
 
-    path, text, _ = built
+    _, text, _ = built
     assert not re.search(r"<script[^>]*\ssrc\s*=", text, re.I)
     assert not re.search(r"<link[^>]*\shref\s*=\s*[\"']?(https?:)?//", text, re.I)
     assert not re.search(r"<(img|iframe|source|video|audio|embed|object)\b[^>]*\s(src|data)\s*=\s*[\"']?(https?:)?//", text, re.I)
@@ -140,7 +141,19 @@ def test_html_is_self_contained_and_offline(built):
     assert n_figs >= 10 and text.count("Plotly.newPlot(") == n_figs
     for section in ("Summary", "Optimizer stability", "Kolmogorov-Smirnov tests", "Failed trials (1)", "Study spec"):
         assert section in text
-    assert oct(path.stat().st_mode & 0o777) != "0o600"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)], ids=["umask022", "umask077"])
+def test_report_file_gets_the_mode_the_umask_gives(tmp_path, umask, mode):
+    root = make_study(tmp_path, samples=3, failed=False)
+    old = os.umask(umask)
+    try:
+        assert main([str(root)]) == 0
+    finally:
+        os.umask(old)
+    out = root / "report.html"
+    assert out.stat().st_mode & 0o777 == mode  # not the owner-only mode of a temporary file
+    assert not [p for p in root.iterdir() if p.name.startswith(".tmp")]  # no temporary file left beside it
 
 
 def test_text_from_results_is_escaped(tmp_path):
@@ -153,8 +166,9 @@ def test_text_from_results_is_escaped(tmp_path):
     assert main([str(root), "--out", str(tmp_path / "r.html")]) == 0
     text = (tmp_path / "r.html").read_text()
     assert evil_model not in text and evil_msg not in text
-    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in text
-    assert "&lt;/script&gt;&lt;script&gt;alert(&quot;boom&quot;)&lt;/script&gt;" in text
+    quote = "(&quot;|&#34;)"  # either entity of the double quote
+    assert re.search(rf"&lt;img src=x onerror={quote}alert\(1\){quote}&gt;", text)
+    assert re.search(rf"&lt;/script&gt;&lt;script&gt;alert\({quote}boom{quote}\)&lt;/script&gt;", text)
 
 
 def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path):
@@ -223,13 +237,30 @@ def test_export_dir_gets_every_figure(study, tmp_path, monkeypatch):
             "optimizers_10ep"} <= set(names)
 
 
+def test_a_new_figure_is_one_registry_entry(study, tmp_path, monkeypatch):
+    import analysis as an
+    import stability.report.__main__ as report
+    from stability.report import figures
+
+    extra = figures.FigureKind("best_of_k_{optimizer}_{epochs}ep", figures.SLICE,
+                               lambda a, k: an.expected_best_data(a.trials, k["optimizer"], k["epochs"], n_boot=10),
+                               an.plot_lines)
+    monkeypatch.setattr(figures, "FIGURES", [*figures.FIGURES, extra])
+    seen = {}
+    monkeypatch.setattr(report, "export_figures", lambda figures, out_dir: seen.setdefault(out_dir, [n for n, _ in figures]))
+    assert main([str(study), "--out", str(tmp_path / "r.html"), "--export-dir", str(tmp_path / "figs")]) == 0
+    names = seen[tmp_path / "figs"]
+    assert {"best_of_k_adamw_10ep", "best_of_k_sgd_10ep"} <= set(names)
+    assert len(names) == len(re.findall(r'<div id="fig-\d+"', (tmp_path / "r.html").read_text()))
+
+
 def test_static_export_writes_svg(tmp_path):
     pytest.importorskip("kaleido")
     if not (os.environ.get("BROWSER_PATH") or shutil.which("chromium") or shutil.which("google-chrome")):
         pytest.skip("kaleido needs Chrome/Chromium")
     import plotly.graph_objects as go
 
-    from stability.report.__main__ import export_figures
+    from stability.report.export import export_figures
 
     figures = [("edf a", go.Figure(go.Scatter(x=[1, 2], y=[0.5, 1]))), ("b", go.Figure(go.Bar(x=["x"], y=[1])))]
     paths = export_figures(figures, tmp_path / "figs")
@@ -237,9 +268,13 @@ def test_static_export_writes_svg(tmp_path):
     assert all(p.read_text()[:300].lstrip().startswith("<svg") for p in paths)
 
 
-def test_report_imports_neither_torch_nor_ray():
-    code = "import sys, stability.report.__main__; bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad"
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+def test_report_imports_neither_torch_nor_ray(study, tmp_path):
+    """Not at import, nor while writing a report (every lazily imported module included)."""
+    code = ("import sys; from stability.report.__main__ import main; "
+            f"assert main([{str(study)!r}, '--out', {str(tmp_path / 'r.html')!r}]) == 0; "
+            "bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 # --- a real browser ---------------------------------------------------------------------------

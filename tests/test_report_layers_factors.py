@@ -16,9 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from stability.report.__main__ import main
 from stability.results.store import ResultsStore, read_study
+from stability.spec import parse_spec
 from test_report import make_study
 
 DISTILLATION = (None, "hard", "soft")
@@ -42,7 +44,7 @@ def make_factor_study(root: Path) -> Path:
     extra = {"distillation.type": pa.string(), "patch_losses.cosine": pa.float64(), "label_smoothing": pa.float64(),
              "mixup": pa.float64(), "init_values": pa.float64()}
     store = ResultsStore(root / "factors", extra)
-    store.write_spec({"schema_version": 1, "spec": SPEC, "versions": {"stability": "0.1.0"}})
+    store.write_spec(parse_spec(yaml.safe_dump(SPEC), "factors"), {"stability": "0.1.0"})
     gain = {None: 0.0, "hard": 1.0, "soft": 2.0}
     for model, (dist, cos), point in product(("vit_p_tiny", "regnety_tiny"), product(DISTILLATION, COSINE), range(4)):
         lr = 1e-4 * 10 ** (2 * point / 3)

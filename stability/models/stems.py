@@ -7,7 +7,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from timm.layers import PatchEmbed
+from timm.layers import PatchEmbed, to_2tuple
 from torch import nn
 
 from stability.spec.errors import TrialSetupError
@@ -16,7 +16,7 @@ from .catalog import StemSpec
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+    return tuple(int(v) for v in to_2tuple(value))  # timm's helper; ints so sizes compare as plain tuples
 
 
 class ConvStemEmbed(nn.Module):

@@ -1,2 +1,3 @@
-"""The report layer: `python -m stability.report` reads result folders, computes the summary with
-`analysis` and renders one offline HTML page."""
+"""The report layer: `python -m stability.report` reads result folders (`load`), computes the
+summary (`summary`) and the figures listed in `figures` with `analysis`, assembles the page model
+(`page`, `sections`, `tables`) and renders it as one offline HTML page (`render`, `templates/`)."""

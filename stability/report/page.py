@@ -7,7 +7,7 @@ summary and the figure registry, `stability.report.render` turns them into HTML.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass
@@ -16,7 +16,8 @@ class Cell:
 
     text: str
     sub: str = ""
-    cls: str = ""  # "text" (left-aligned), "wrap" (wrapped, small type) or "msg" (a long message)
+    cls: str = ""  # "text" (left-aligned), "wrap" (wrapped) or "msg" (a long message)
+    small: bool = False  # the whole text in small type
 
 
 @dataclass
@@ -38,11 +39,15 @@ class Figure:
 
 @dataclass
 class Heading:
+    """A sub-heading within a section."""
+
     text: str
 
 
 @dataclass
 class Note:
+    """A paragraph of explanation in muted type."""
+
     text: str
 
 
@@ -54,7 +59,7 @@ class Listing:
     text: str
 
 
-Block = Union[Table, Figure, Heading, Note, Listing]
+Block = Table | Figure | Heading | Note | Listing
 
 
 @dataclass
@@ -70,6 +75,8 @@ class Section:
 
 @dataclass
 class Page:
+    """The whole report: a title, subtitle lines and the sections in order."""
+
     title: str
     subtitle: list[str]
     sections: list[Section]
