@@ -23,9 +23,17 @@ from pydantic import ValidationError
 from scipy.stats import qmc
 
 from stability.results.schema import CONFIG_KNOBS, knob_column
-from stability.spec import (Distribution, KnobPath, SpecError, StudySpec, TrialConfig, dotted,
-                            validation_message)
+from stability.spec import (
+    Distribution,
+    KnobPath,
+    SpecError,
+    StudySpec,
+    TrialConfig,
+    dotted,
+    validation_message,
+)
 from stability.spec.knobs import nest
+
 
 def unit_points(sampler: str, samples: int, dims: list[Distribution], seed: int) -> np.ndarray:
     """(n, d) points in [0, 1) for the given distributions."""

@@ -23,9 +23,17 @@ import pyarrow.parquet as pq
 import yaml
 
 from stability.results.files import atomic_path, atomic_write_text
-from stability.results.schema import (CURVE_COLUMNS, SCHEMA_VERSION, STATUSES, cell, curve_schema, knob_column,
-                                      trial_schema)
+from stability.results.schema import (
+    CURVE_COLUMNS,
+    SCHEMA_VERSION,
+    STATUSES,
+    cell,
+    curve_schema,
+    knob_column,
+    trial_schema,
+)
 from stability.spec import SpecError, StudySpec, parse_path, parse_spec
+
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
     with atomic_path(path, ".parquet") as tmp:

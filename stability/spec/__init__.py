@@ -7,11 +7,33 @@ Modules: `study` (StudySpec, loading, built-ins), `trial` (TrialConfig and the r
 
 from stability.spec.errors import SpecError, TrialSetupError, validation_message
 from stability.spec.knobs import KnobPath, dotted, parse_path
-from stability.spec.study import (DISTRIBUTIONS, SAMPLERS, Distribution, ModelEntry, Resources, StudySpec, apply_overrides,
-                                  builtin_description, builtin_names, load_spec, parse_override, parse_spec,
-                                  read_spec_source, spec_reference)
-from stability.spec.trial import (OPTIMIZER_DEFAULTS, OPTIMIZERS, DatasetConfig, Distillation, OptimizerArgs, PatchLosses,
-                                  Recipe, TeacherRecipe, TrialConfig)
+from stability.spec.study import (
+                                  DISTRIBUTIONS,
+                                  SAMPLERS,
+                                  Distribution,
+                                  ModelEntry,
+                                  Resources,
+                                  StudySpec,
+                                  apply_overrides,
+                                  builtin_description,
+                                  builtin_names,
+                                  load_spec,
+                                  parse_override,
+                                  parse_spec,
+                                  read_spec_source,
+                                  spec_reference,
+)
+from stability.spec.trial import (
+                                  OPTIMIZER_DEFAULTS,
+                                  OPTIMIZERS,
+                                  DatasetConfig,
+                                  Distillation,
+                                  OptimizerArgs,
+                                  PatchLosses,
+                                  Recipe,
+                                  TeacherRecipe,
+                                  TrialConfig,
+)
 
 __all__ = ["DISTRIBUTIONS", "OPTIMIZERS", "OPTIMIZER_DEFAULTS", "SAMPLERS", "DatasetConfig", "Distillation",
            "Distribution", "KnobPath", "ModelEntry", "OptimizerArgs", "PatchLosses", "Recipe", "Resources", "SpecError",

@@ -12,11 +12,27 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from stability.spec.errors import SpecError, check_keys, validation_message
 from stability.spec.knobs import KnobPath, dotted, flatten, parse_path, set_path
-from stability.spec.trial import OPTIMIZER_DEFAULTS, OPTIMIZERS, DatasetConfig, Recipe, StrictModel
+from stability.spec.trial import (
+    OPTIMIZER_DEFAULTS,
+    OPTIMIZERS,
+    DatasetConfig,
+    Recipe,
+    StrictModel,
+)
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "int_uniform", "choice")
 SAMPLERS = ("random", "sobol", "grid")

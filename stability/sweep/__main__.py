@@ -13,9 +13,22 @@ import sys
 from pathlib import Path
 
 from stability.cli import UsageError, fail
-from stability.spec import (SpecError, StudySpec, builtin_description, builtin_names, load_spec, parse_spec,
-                            spec_reference)
-from stability.sweep.checks import check_address, check_data, check_factors, check_names, check_storage
+from stability.spec import (
+    SpecError,
+    StudySpec,
+    builtin_description,
+    builtin_names,
+    load_spec,
+    parse_spec,
+    spec_reference,
+)
+from stability.sweep.checks import (
+    check_address,
+    check_data,
+    check_factors,
+    check_names,
+    check_storage,
+)
 
 EXIT_INTERRUPTED = 130
 
@@ -72,9 +85,9 @@ def sweep(argv: list[str] | None = None) -> int:
     """Validate, plan, run what is missing, summarise. Returns the exit code."""
     from rich.console import Console
 
-    from stability.sampling import plan_summary, plan_trials
     from stability.results.schema import extra_column_type
     from stability.results.store import ResultsStore, read_study
+    from stability.sampling import plan_summary, plan_trials
 
     args = parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)

@@ -47,8 +47,8 @@ def check_data(spec: StudySpec) -> None:
 def check_factors(plan: list[TrialConfig]) -> None:
     """Before anything runs: patch losses only on models with patch tokens; every teacher is a
     known model or a readable checkpoint of ours."""
-    from stability.train.checkpoint import load_checkpoint
     from stability.models import has_patch_tokens, list_models
+    from stability.train.checkpoint import load_checkpoint
 
     seen: set[str] = set()
     for cfg in plan:

@@ -11,10 +11,11 @@ from typing import Any
 from stability.spec import StudySpec
 from stability.sweep.cluster import TRIAL_DRIVER_CPUS
 
+
 def prepare_teachers(todo: list, root: Path, resources: dict[str, Any], store, study: str, console) -> tuple[dict, list]:
     """Train the teachers the remaining trials need; trials whose teacher failed are recorded as failed."""
-    from stability.sweep.teachers import ensure_teachers, teacher_key
     from stability.results.schema import failed_row
+    from stability.sweep.teachers import ensure_teachers, teacher_key
 
     teachers, failures = ensure_teachers(todo, root, resources, console)
     runnable = []

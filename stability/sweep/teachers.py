@@ -1,7 +1,7 @@
-"""Distillation teachers given by model name: trained once per study by the sweep, before the
+"""Distillation teachers given by model name: trained once per study by the sweep (Ray tasks), before the
 distilled trials, stored as `<study>/teachers/<model>-<id>.pt` (+ a .json of its metrics) and
 reused by every distilled trial and by a resume. A teacher given as a checkpoint path is only
-checked here. The id is the teacher trial's own config hash, so a changed teacher recipe trains
+checked here; a trial loads its teacher in `tune_trial`. The id is the teacher trial's own config hash, so a changed teacher recipe trains
 a new teacher.
 """
 
@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stability.train.checkpoint import from_bytes, teacher_config, teacher_is_checkpoint
 from stability.spec.trial import TrialConfig
+from stability.train.checkpoint import teacher_config, teacher_is_checkpoint
 
 
 def teacher_key(cfg: TrialConfig) -> str | None:
@@ -94,13 +94,3 @@ def ensure_teachers(plan: list[TrialConfig], root: Path, resources: dict[str, An
     for message in failures.values():
         console.print(message)
     return blobs, failures
-
-
-def teacher_checkpoint(cfg: TrialConfig, teachers: dict[str, bytes] | None) -> dict[str, Any] | None:
-    """Inside a trial: the loaded checkpoint of its teacher (None: no teacher, or a path the engine reads)."""
-    key = teacher_key(cfg)
-    if key is None:
-        return None
-    if not teachers or key not in teachers:
-        raise RuntimeError(f"teacher {cfg.train.distillation.teacher} of this trial was not trained")
-    return from_bytes(teachers[key])

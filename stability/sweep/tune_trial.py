@@ -15,10 +15,11 @@ from typing import Any, Callable
 import ray
 from ray import tune
 
-from stability.spec.trial import TrialConfig
 from stability.results.schema import failed_row, trial_row
 from stability.results.store import ResultsStore
-from stability.sweep.teachers import teacher_checkpoint, teacher_key
+from stability.spec.trial import TrialConfig
+from stability.sweep.teachers import teacher_key
+from stability.train.checkpoint import from_bytes
 
 FINAL = "stability_final"  # key marking the last report of a trial (its metrics)
 MEMBER = "stability_member"  # index of the study trial a report belongs to within a fused group
@@ -38,6 +39,16 @@ def _set_threads(cpus: float) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
+
+
+def teacher_checkpoint(cfg: TrialConfig, teachers: dict[str, bytes] | None) -> dict[str, Any] | None:
+    """Inside a trial: the loaded checkpoint of its teacher (None: no teacher, or a path the engine reads)."""
+    key = teacher_key(cfg)
+    if key is None:
+        return None
+    if not teachers or key not in teachers:
+        raise RuntimeError(f"teacher {cfg.train.distillation.teacher} of this trial was not trained")
+    return from_bytes(teachers[key])
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
