@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -28,9 +30,89 @@ def ray_bin() -> str:
     return str(Path(sys.executable).with_name("ray"))
 
 
+def _ppid(stat: str) -> int:
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in parentheses may hold spaces
+
+
+def cluster_pids(ray_tmp: str) -> dict[int, bytes]:
+    """The live processes of the Ray cluster whose RAY_TMPDIR is `ray_tmp`, with their command lines.
+
+    A process belongs to it when its environment holds RAY_TMPDIR=ray_tmp (the head's daemons, the
+    workers they spawn, the test drivers) or its command line names a path under ray_tmp (its session
+    directory), or when it descends from such a process. Other clusters on the machine have their own
+    RAY_TMPDIR and are never listed; neither are this process and its ancestors."""
+    marker = f"RAY_TMPDIR={ray_tmp}".encode()
+    under = f"{ray_tmp.rstrip('/')}/".encode()
+    parents, cmdlines, members = {}, {}, set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            parents[pid] = _ppid((entry / "stat").read_text())
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+            continue
+        if not cmdline:  # a zombie or a kernel thread: nothing left to stop
+            continue
+        cmdlines[pid] = cmdline
+        if marker in environ.split(b"\0") or under in cmdline:
+            members.add(pid)
+    children = defaultdict(list)
+    for pid, ppid in parents.items():
+        children[ppid].append(pid)
+    stack = list(members)
+    while stack:
+        for child in children[stack.pop()]:
+            if child not in members and child in cmdlines:
+                members.add(child)
+                stack.append(child)
+    pid = os.getpid()
+    while pid > 1:  # never this test process or what started it
+        members.discard(pid)
+        pid = parents.get(pid, 1)
+    return {pid: cmdlines[pid] for pid in members}
+
+
+def _program(cmdline: bytes) -> str:
+    return os.path.basename(cmdline.split(b"\0", 1)[0].decode(errors="replace"))
+
+
+def stop_cluster(ray_tmp: str, grace: float = 10.0) -> None:
+    """Stop exactly the processes of the cluster of `ray_tmp` (not `ray stop`, which stops every Ray
+    process on the machine), in `ray stop`'s order: the raylet (its workers and agents follow it), then
+    the others, then the GCS (stopped together, they wait on each other). Each group gets SIGTERM,
+    then SIGKILL when still alive after `grace` seconds; each list is read afresh, so only processes
+    still in the cluster are signalled."""
+    def send(pids, sig):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    groups = [lambda name: name == "raylet", lambda name: name not in ("raylet", "gcs_server"),
+              lambda name: name == "gcs_server"]
+    for in_group in groups:
+        pids = {pid for pid, cmdline in cluster_pids(ray_tmp).items() if in_group(_program(cmdline))}
+        send(pids, signal.SIGTERM)
+
+        def gone(pids=pids):
+            return not pids & set(cluster_pids(ray_tmp))
+
+        if not wait_for(gone, timeout=grace, every=0.2):
+            send(pids & set(cluster_pids(ray_tmp)), signal.SIGKILL)
+            wait_for(gone, timeout=grace, every=0.2)
+    send(cluster_pids(ray_tmp), signal.SIGKILL)  # whatever started while the others stopped
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """Address of a local head node (2 CPUs) shared by the Ray tests; stopped afterwards."""
+    """Address of a local head node (2 CPUs) shared by the Ray tests; its processes are stopped afterwards.
+
+    Yields `address`, `env` (the environment for drivers: the cluster's RAY_TMPDIR and auth token) and
+    `tmpdir` (that RAY_TMPDIR, by which `cluster_pids` tells this cluster's processes from others')."""
     tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
     # Ray >= 2.59 authenticates clients of local clusters: give the head node and every
     # driver of the tests the same token.
@@ -40,9 +122,9 @@ def ray_cluster():
                     "--include-dashboard=false", "--node-ip-address=127.0.0.1", "--disable-usage-stats"],
                    env=env, check=True, capture_output=True, timeout=180)
     try:
-        yield {"address": f"127.0.0.1:{port}", "env": env}
+        yield {"address": f"127.0.0.1:{port}", "env": env, "tmpdir": tmp}
     finally:
-        subprocess.run([ray_bin(), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_cluster(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

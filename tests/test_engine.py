@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import math
 
@@ -9,8 +11,12 @@ import pytest
 import torch
 
 from conftest import run_cli
+from stability.data import load_dataset
 from stability.spec.trial import TrialConfig
-from stability.train.engine import chance_error, run_trial
+from stability.train import engine
+from stability.train.checkpoint import load_checkpoint
+from stability.train.engine import chance_error, evaluate, run_trial
+from stability.train.losses import Objective
 from stability.train.optim import build_optimizer, warmup_cosine
 
 
@@ -50,6 +56,152 @@ def test_sgd_trial_with_mixup_ema_and_clipping_runs():
                             train={"mixup": 0.8, "cutmix": 1.0, "ema": True, "ema_decay": 0.99, "grad_clip": 1.0}),
                        device="cpu")
     assert result["status"] == "ok" and math.isfinite(result["train_loss"])
+
+
+def _hook_optimizer(monkeypatch, before_step=None, after_step=None):
+    """Make the engine's optimizer call before_step(model) / after_step(model) around every step:
+    the gradients the step applies and the weights it leaves, seen from outside the engine."""
+    def build(model, cfg, **kwargs):
+        optimizer = build_optimizer(model, cfg, **kwargs)
+        if before_step is not None:
+            optimizer.register_step_pre_hook(lambda _opt, _args, _kwargs: before_step(model))
+        if after_step is not None:
+            optimizer.register_step_post_hook(lambda _opt, _args, _kwargs: after_step(model))
+        return optimizer
+
+    monkeypatch.setattr(engine, "build_optimizer", build)
+
+
+def _train_losses(result) -> list[float]:
+    return [p["train_loss"] for p in result["curve"]]
+
+
+def test_ema_evaluates_the_warmed_up_moving_average_of_the_trained_weights(monkeypatch, tmp_path):
+    """With train.ema the reported top-1 error (every epoch) and the saved model are those of
+    ema <- d*ema + (1-d)*weights after every optimizer step, d = min(ema_decay, 1 - step^(-2/3))
+    (timm's warm-up: the first step copies), not of the raw weights; training itself is unchanged."""
+    decay = 0.9
+    data = load_dataset("digits", img_size=8)
+    tracked: dict = {"step": 0}
+
+    def after_step(model):
+        tracked["step"] += 1
+        if "ema" not in tracked:
+            tracked["raw"], tracked["ema"] = model, copy.deepcopy(model)
+        ema = tracked["ema"]
+        d = min(decay, 1.0 - tracked["step"] ** (-2.0 / 3.0))
+        raw = model.state_dict()
+        with torch.no_grad():
+            for name, value in ema.state_dict().items():
+                if value.is_floating_point():
+                    value.mul_(d).add_(raw[name], alpha=1.0 - d)
+                else:  # BatchNorm's num_batches_tracked
+                    value.copy_(raw[name])
+
+    cfg = tiny(epochs=3, train={"ema": True, "ema_decay": decay})
+    ema_err, raw_err = [], []
+
+    def on_epoch(point):  # after the engine's own evaluation of the epoch
+        for model, errors in ((tracked["ema"], ema_err), (tracked["raw"], raw_err)):
+            errors.append(evaluate(model, data, cfg.train.eval_batch_size, contextlib.nullcontext))
+
+    _hook_optimizer(monkeypatch, after_step=after_step)
+    saved = tmp_path / "ema.pt"
+    with_ema = run_trial(cfg, device="cpu", on_epoch=on_epoch, checkpoint_to=str(saved))
+    monkeypatch.undo()
+    without = run_trial(tiny(epochs=3), device="cpu")
+
+    assert with_ema["status"] == "ok" and tracked["step"] == 3 * data.steps_per_epoch(64)
+    one_image = 100.0 / data.val_size
+    reported = [p["top1_err"] for p in with_ema["curve"]]
+    assert reported == pytest.approx(ema_err, abs=one_image / 2)
+    assert reported != pytest.approx(raw_err, abs=one_image / 2), "the raw weights must score differently here"
+    assert with_ema["top1_err"] == reported[-1]
+    state = load_checkpoint(saved)["state_dict"]
+    ema_state, raw_state = tracked["ema"].state_dict(), tracked["raw"].state_dict()
+    for name, value in state.items():
+        torch.testing.assert_close(value, ema_state[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert max(float((v - raw_state[n]).abs().max()) for n, v in state.items() if v.is_floating_point()) > 1e-2
+    # the average is evaluated only: the trained weights and their losses are those of a run without EMA
+    assert _train_losses(with_ema) == _train_losses(without)
+
+
+def _record_objective(monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, targets) the engine's objective receives at every step, after mixup/CutMix."""
+    seen = []
+
+    class Recording(Objective):
+        def __call__(self, out, x, target, patch_labels):
+            seen.append((x.detach().clone(), target.detach().clone()))
+            return super().__call__(out, x, target, patch_labels)
+
+    monkeypatch.setattr(engine, "Objective", Recording)
+    return seen
+
+
+@pytest.mark.parametrize("mix", ["mixup", "cutmix"])
+def test_mixup_and_cutmix_mix_every_batch_and_its_labels(mix, monkeypatch):
+    """Same seed, so the same batches: with train.mixup (cutmix) each batch the model trains on is
+    lam*x + (1-lam)*x.flip(0) (x with a box pasted from x.flip(0)) and its targets are the same
+    lam-mix of the smoothed one-hot labels; the training losses change accordingly."""
+    smoothing = 0.1
+    plain_seen = _record_objective(monkeypatch)
+    plain = run_trial(tiny(epochs=1, train={"label_smoothing": smoothing}), device="cpu")
+    mixed_seen = _record_objective(monkeypatch)
+    mixed = run_trial(tiny(epochs=1, train={"label_smoothing": smoothing, mix: 1.0}), device="cpu")
+
+    assert len(plain_seen) == len(mixed_seen) == 22
+    off, on = smoothing / 10, 1.0 - smoothing + smoothing / 10
+    lams = []
+    for (x, y), (xm, target) in zip(plain_seen, mixed_seen):
+        assert y.dim() == 1 and target.shape == (64, 10)
+        k = int(torch.nonzero(y != y.flip(0))[0])  # an image mixed with one of another class
+        lam = (float(target[k, y[k]]) - off) / (on - off)
+        smooth = torch.nn.functional.one_hot(y, 10) * (on - off) + off
+        torch.testing.assert_close(target, lam * smooth + (1 - lam) * smooth.flip(0))
+        if mix == "mixup":
+            torch.testing.assert_close(xm, lam * x + (1 - lam) * x.flip(0))
+        else:
+            pasted = (xm != x).any(dim=(0, 1))  # pixels that differ from the image's own
+            assert torch.equal(torch.where(pasted, x.flip(0), x), xm)
+            rows, cols = pasted.any(dim=1).nonzero(), pasted.any(dim=0).nonzero()
+            box = (int(rows.max() - rows.min() + 1) * int(cols.max() - cols.min() + 1)) if pasted.any() else 0
+            assert box <= round((1 - lam) * 64)  # inside the box whose area lam leaves out
+        lams.append(lam)
+    assert all(0.0 <= lam <= 1.0 for lam in lams) and sum(lam < 0.9 for lam in lams) >= 5
+    assert _train_losses(mixed) != pytest.approx(_train_losses(plain), rel=1e-3)
+
+
+def test_grad_clip_bounds_the_gradient_norm_the_optimizer_applies(monkeypatch):
+    """train.grad_clip=c: every step applies the raw gradient scaled by c/||g|| when ||g|| > c (the
+    global norm over all parameters), so the result differs from the unclipped run."""
+    clip = 0.05
+
+    def recorder(norms, first):
+        def before_step(model):
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if not first:
+                first.extend(g.clone() for g in grads)
+            norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return before_step
+
+    free_norms, free_first, clipped_norms, clipped_first = [], [], [], []
+    sgd = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-5, "epochs": 2}
+    _hook_optimizer(monkeypatch, before_step=recorder(free_norms, free_first))
+    free = run_trial(tiny(**sgd), device="cpu")
+    _hook_optimizer(monkeypatch, before_step=recorder(clipped_norms, clipped_first))
+    clipped = run_trial(tiny(**sgd, train={"grad_clip": clip}), device="cpu")
+
+    assert len(free_norms) == len(clipped_norms) == 44
+    assert min(free_norms) > 2 * clip, "the unclipped gradients must exceed the clip for the test to mean anything"
+    assert max(clipped_norms) <= clip * (1 + 1e-5)
+    # every raw gradient of this run exceeds the bound too: each is scaled down to it, none zeroed
+    assert min(clipped_norms) >= clip * 0.99
+    # the first step sees the same batch and weights in both runs: clipping is the same direction, rescaled
+    scale = clip / (free_norms[0] + 1e-6)
+    for raw, applied in zip(free_first, clipped_first):
+        torch.testing.assert_close(applied, raw * scale, rtol=1e-4, atol=1e-9)
+    assert _train_losses(clipped) != pytest.approx(_train_losses(free), rel=1e-3)
 
 
 def test_divergence_is_a_result_at_chance_error():

@@ -15,7 +15,8 @@ from stability.train.checkpoint import load_checkpoint, teacher_config
 from stability.spec.trial import TrialConfig
 from stability.train.engine import run_trial
 from stability.train.losses import Objective, TrainForward, contrastive_loss, distillation_loss, patch_cutmix
-from stability.models import build_model
+from stability.models import block_patch_tokens, build_model
+from stability.spec.trial import Distillation, PatchLosses
 from stability.sampling import plan_trials
 from stability.spec import SpecError, load_spec
 from stability.sweep.checks import check_factors
@@ -51,6 +52,81 @@ def test_cosine_loss_lowers_last_layer_similarity():
 def test_patch_losses_train(losses):
     metrics = run_trial(trial("vit_c_tiny", epochs=2, patch_losses=losses), "cpu")
     assert metrics["status"] == "ok" and 0 <= metrics["top1_err"] < 90
+
+
+def _cosine_term(model, x, out):
+    """Mean over images of the mean pairwise cosine similarity of distinct last-block patch tokens."""
+    unit = F.normalize(out["last"].float(), dim=-1)
+    sims = unit @ unit.transpose(1, 2)
+    n = sims.shape[1]
+    return ((sims.sum(dim=(1, 2)) - sims.diagonal(dim1=1, dim2=2).sum(1)) / (n * (n - 1))).mean()
+
+
+def _contrastive_term(model, x, out):
+    """Gong et al.: -log softmax over {h_i.e_i, h_i.mean_{j!=i} e_j} for every patch i (unit vectors,
+    embeddings detached), averaged over patches and images; written patch by patch."""
+    h = F.normalize(out["last"].float(), dim=-1)
+    e = F.normalize(out["embed"].detach().float(), dim=-1)
+    terms = []
+    for b in range(h.shape[0]):
+        for i in range(h.shape[1]):
+            others = torch.cat([e[b, :i], e[b, i + 1:]]).mean(0)
+            scores = torch.stack([h[b, i] @ e[b, i], h[b, i] @ others])
+            terms.append(-torch.log_softmax(scores, 0)[0])
+    return torch.stack(terms).mean()
+
+
+def _mixing_term(model, x, out, labels):
+    """The head applied to every last-layer patch token, cross-entropy against its source image's label."""
+    tokens = model.forward_features(x)[:, model.num_prefix_tokens:]
+    return F.cross_entropy(model.head(tokens).flatten(0, 1), labels.flatten())
+
+
+@pytest.mark.parametrize("name", ["cosine", "contrastive", "mixing"])
+def test_a_patch_loss_weight_adds_its_term_to_the_loss_and_its_gradient(name):
+    """Objective with patch_losses.<name>=w on a fixed batch: loss = (loss at w=0) + w * term and
+    grad = (grad at w=0) + w * grad(term), the term computed here from its definition; so a
+    weight > 0 changes every step's gradient, and a weight the objective ignored would fail."""
+    torch.manual_seed(0)
+    model = build_model("vit_p_tiny", 10, 16, in_chans=1)
+    with torch.no_grad():  # the head starts at zero (pycls init): give the patch logits something to say
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    forward = TrainForward(model, need_tokens=True)
+    weight = 0.7
+
+    def objective(w: float) -> Objective:
+        return Objective(num_classes=10, label_smoothing=0.1, distillation=Distillation(),
+                         patch_losses=PatchLosses(**{name: w}), teacher=None, patch_size=4, seed=0)
+
+    weighted = objective(weight)
+    x, target, labels = weighted.mix(torch.randn(8, 1, 16, 16), torch.arange(8) % 10)
+    if name == "mixing":  # the mixing loss brings its patch-aligned CutMix and per-patch labels
+        assert labels is not None and labels.shape == (8, 16) and target.shape == (8, 10)
+    else:
+        assert labels is None
+
+    def loss_and_grads(compute):
+        model.zero_grad(set_to_none=True)
+        out = forward(x)
+        loss = compute(out)
+        grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+        return float(loss.detach()), [torch.zeros_like(p) if g is None else g for p, g in zip(model.parameters(), grads)], out
+
+    base, base_grads, out = loss_and_grads(lambda out: objective(0.0)(out, x, target, labels))
+    loss, grads, _ = loss_and_grads(lambda out: weighted(out, x, target, labels))
+    expected = {"cosine": _cosine_term, "contrastive": _contrastive_term,
+                "mixing": lambda m, x, out: _mixing_term(m, x, out, labels)}[name]
+    term, term_grads, _ = loss_and_grads(lambda out: expected(model, x, out))
+
+    torch.testing.assert_close(out["last"].detach(), block_patch_tokens(model, x)[-1])  # the last block's patches
+    assert abs(term) > 1e-2
+    assert loss == pytest.approx(base + weight * term, rel=1e-5, abs=1e-6)
+    changed = 0
+    for (pname, _), g, g0, gt in zip(model.named_parameters(), grads, base_grads, term_grads):
+        torch.testing.assert_close(g, g0 + weight * gt, rtol=1e-4, atol=1e-6, msg=pname)
+        changed += bool((g - g0).abs().max() > 1e-6)
+    assert changed >= len(list(model.parameters())) // 2, "the term must reach most parameters' gradients"
 
 
 def test_patch_cutmix_is_patch_aligned_and_targets_match_areas():

@@ -83,10 +83,14 @@ def test_unknown_model_error_lists_choices():
     assert "vit_p_tiny" in str(info.value) and "regnety_1gf" in str(info.value)
 
 
-@pytest.mark.parametrize("bad", [dict(num_classes=0), dict(img_size=-1), dict(pretrained=True)])
-def test_invalid_arguments_fail_fast(bad):
+@pytest.mark.parametrize("bad, message", [
+    (dict(num_classes=0), "num_classes must be a positive integer, got 0"),
+    (dict(img_size=-1), "img_size must be a positive integer, got -1"),
+    (dict(pretrained=True), "pretrained weights are not supported"),
+])
+def test_invalid_arguments_fail_fast(bad, message):
     kwargs = {"num_classes": 10, "img_size": 32, **bad}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         build_model("vit_p_tiny", **kwargs)
 
 
@@ -297,5 +301,7 @@ def test_patch_cosine_similarity_matches_naive_and_is_differentiable():
 def test_patch_cosine_similarity_identical_tokens_is_one():
     row = torch.randn(1, 1, 32)
     assert patch_cosine_similarity(row.expand(2, 10, 32)).item() == pytest.approx(1.0, abs=1e-5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need at least two patch tokens"):
         patch_cosine_similarity(torch.randn(2, 1, 8))
+    with pytest.raises(ValueError, match=r"expected tokens of shape \(batch, patches, dim\), got \(10, 32\)"):
+        patch_cosine_similarity(torch.randn(10, 32))
