@@ -33,9 +33,9 @@ from stability.train.engine import (
     DIVERGENCE_CHECK_EVERY,
     chance_error,
     patch_cos_sim_by_layer,
-    trial_metrics,
     resolve_device,
     seed_everything,
+    trial_metrics,
 )
 from stability.train.fused.model import FusedViT
 from stability.train.fused.rules import check_fusable_configs
@@ -43,6 +43,11 @@ from stability.train.optim import (
     build_optimizer,
     build_scheduler,
     fused_kernels_available,
+)
+from stability.train.state import (
+    TrialCheckpoint,
+    global_random_states,
+    set_global_random_states,
 )
 
 FusedEpochCallback = Callable[[int, dict[str, Any]], None]
@@ -68,11 +73,14 @@ def run_fused_trials(
     device: str | torch.device = "auto",
     on_epoch: FusedEpochCallback | None = None,
     log: Callable[[str], None] | None = None,
+    checkpoint: TrialCheckpoint | None = None,
 ) -> list[dict[str, Any]]:
     """Train `cfgs` together; return one metrics dict per config, in order (see the module docstring).
 
     `on_epoch(k, point)` is called after every evaluated epoch of trial k with the point
     `run_trial` passes to its callback; `log` receives progress lines prefixed with the trial index.
+    `checkpoint`: where the group keeps every member's state; the group continues from it when one
+    is there (replaying the saved epochs to `on_epoch`).
     """
     start = time.perf_counter()
     check_fusable_configs(cfgs)
@@ -97,8 +105,15 @@ def run_fused_trials(
     use_bf16 = device.type == "cuda" and recipe.precision == "bf16"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
-    train_seconds = 0.0
-    for epoch in range(1, first.epochs + 1):
+    train_seconds, first_epoch = 0.0, 1
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:  # a retry or a resume: every member continues after the last saved epoch
+        first_epoch, train_seconds = _restore(saved, trials) + 1, saved["train_seconds"]
+        start -= saved["elapsed_s"]
+        for k, trial in enumerate(trials):
+            for point in trial.curve if on_epoch is not None else ():
+                on_epoch(k, point)
+    for epoch in range(first_epoch, first.epochs + 1):
         if not any(t.active for t in trials):
             break
         fused.train()
@@ -115,9 +130,35 @@ def run_fused_trials(
             for k, (trial, err) in enumerate(zip(trials, errors)):
                 if trial.active:
                     _record_epoch(trial, k, epoch, err, start, on_epoch, log)
+        if checkpoint is not None and epoch < first.epochs and checkpoint.due(epoch):
+            checkpoint.save(_capture(epoch, trials, train_seconds, time.perf_counter() - start))
 
     wall = time.perf_counter() - start
     return [_metrics(t, data, info, wall, train_seconds, log, k) for k, t in enumerate(trials)]
+
+
+def _capture(epoch: int, trials: list[_Trial], train_seconds: float, elapsed_s: float) -> dict[str, Any]:
+    """The group's state after `epoch`: every member's weights (views into the fused tensors, so loading
+    them back fills those), optimizer, schedule, data order and results so far."""
+    members = [{"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+                "scheduler": t.scheduler.state_dict(), "data": t.generator.get_state(), "active": t.active,
+                "curve": t.curve, "best_err": t.best_err, "train_loss": t.train_loss, "images": t.images}
+               for t in trials]
+    return {"epoch": epoch, "train_seconds": train_seconds, "elapsed_s": elapsed_s,
+            "random": global_random_states(), "members": members}
+
+
+def _restore(state: dict[str, Any], trials: list[_Trial]) -> int:
+    """Load a captured group state into the freshly built group; returns its epoch."""
+    for t, member in zip(trials, state["members"], strict=True):
+        t.model.load_state_dict(member["model"])
+        t.optimizer.load_state_dict(member["optimizer"])
+        t.scheduler.load_state_dict(member["scheduler"])
+        t.generator.set_state(member["data"])
+        t.active, t.curve, t.best_err = member["active"], member["curve"], member["best_err"]
+        t.train_loss, t.images = member["train_loss"], member["images"]
+    set_global_random_states(state["random"])
+    return state["epoch"]
 
 
 def _train_epoch(fused: FusedViT, trials: list[_Trial], data, recipe: Recipe, autocast, device) -> torch.Tensor:
