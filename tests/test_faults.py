@@ -78,3 +78,25 @@ def test_ctrl_c_keeps_finished_trials_prints_resume_and_exits_130(ray_cluster, t
     assert "--resume" in err
     kept = pd.read_parquet(trials_dir)
     assert 1 <= len(kept) < 8 and kept["trial_id"].is_unique
+
+
+def test_sigterm_takes_the_ctrl_c_path_and_exits_143(ray_cluster, tmp_path):
+    """SIGTERM (a scheduler's stop, `kill`): the trials stop, finished ones are kept, the resume command
+    is printed and the study lock released; no Ray signal dump, no traceback."""
+    args = [sys.executable, "-m", "stability.sweep", TINY, "--address", ray_cluster["address"],
+            "--storage", str(tmp_path), "--set", "name=terminated", "--set", "epochs=3", "--set", "samples=2"]
+    driver = subprocess.Popen(args, cwd=REPO, env=ray_cluster["env"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    trials_dir = tmp_path / "terminated" / "trials.parquet"
+    try:
+        assert wait_for(lambda: trials_dir.is_dir() and any(trials_dir.glob("*.parquet")), timeout=300)
+        driver.send_signal(signal.SIGTERM)
+        _, err = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+    assert driver.returncode == 143, err[-3000:]
+    assert f"python -m stability.sweep {TINY} --storage {tmp_path} --address {ray_cluster['address']} --resume" in err
+    assert "Traceback" not in err and "SIGTERM" not in err
+    kept = pd.read_parquet(trials_dir)
+    assert 1 <= len(kept) < 8 and kept["trial_id"].is_unique
+    assert not (tmp_path / "terminated" / ".lock").exists()

@@ -135,8 +135,8 @@ def test_data_parallel_trial_runs_through_ray_train(ray_cluster, tmp_path):
 @pytest.mark.ray
 def test_a_trial_that_cannot_be_placed_is_refused(ray_cluster, tmp_path):
     out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(tmp_path),
-                  "--set", "resources.workers_per_trial=3", env=ray_cluster["env"], timeout=120)
-    assert out.returncode == 2 and "one trial needs 3.01 CPUs" in out.stderr
+                  "--set", "resources.workers_per_trial=4", env=ray_cluster["env"], timeout=120)
+    assert out.returncode == 2 and "one trial needs 4.01 CPUs" in out.stderr
     assert not (tmp_path / "tiny" / "trials.parquet").exists()
 
 

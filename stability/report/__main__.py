@@ -21,7 +21,7 @@ from stability.report.load import load
 from stability.report.render import render
 from stability.report.sections import build_page
 from stability.report.summary import summary
-from stability.results.files import atomic_write_text
+from stability.results.files import NotARegularFileError, atomic_write_text, check_writable
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,11 +48,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def out_path(args: argparse.Namespace) -> Path:
-    """--out, else report.html beside the results of one folder or in the working folder."""
+    """--out, else report.html beside the results of one folder or in the working folder. Checked
+    before any work: a symbolic link is written through (its target is replaced atomically, in the
+    target's folder); a folder, FIFO, device or socket, or a place that refuses a new file, is a
+    UsageError."""
     out = Path(args.out) if args.out else (Path(args.dirs[0]) / "report.html" if len(args.dirs) == 1
                                            else Path("report.html"))
-    if out.is_dir():
-        raise UsageError(f"--out {out}: is a folder; give a file name")
+    flag = "--out" if args.out else "report file"
+    try:
+        check_writable(out)
+    except NotARegularFileError as exc:
+        target = f" (the link's target {exc.filename})" if out.is_symlink() else ""
+        raise UsageError(f"{flag} {out}{target}: {exc.strerror}") from None
+    except OSError as exc:
+        where = f" in {exc.filename}" if exc.filename else ""
+        raise UsageError(f"{flag} {out}: cannot write a file{where}: {exc.strerror or exc}") from None
     return out
 
 
@@ -60,11 +70,14 @@ def report(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     trials, curves, records = load(args.dirs)
     check_split_by(trials, args.split_by)
-    out = out_path(args)
+    out = out_path(args)  # before the statistics and figures are computed
     params = sampled_params(trials, records)
     data = summary(trials, args.split_by, params, args.seed, factors(trials, args.split_by, params))
     page = build_page(trials, curves, records, data, args.split_by, params, args.seed)
-    atomic_write_text(out, render(page))
+    try:
+        atomic_write_text(out, render(page))
+    except OSError as exc:  # the place changed since out_path checked it
+        raise UsageError(f"{'--out' if args.out else 'report file'} {out}: cannot write it: {exc.strerror or exc}") from None
     print(str(out), file=sys.stderr if args.json else sys.stdout)
     if args.export_dir:
         try:

@@ -1,14 +1,77 @@
-"""Reading result folders: trials and curves of every folder, and one record per folder."""
+"""Reading result folders: trials and curves of every folder, and one record per folder.
+
+A folder is refused in one line (UsageError) when it holds no results of ours, or when a column
+the report computes with has the wrong type or empty values (naming the column and the folder);
+damaged files the results layer skipped are listed on stderr and in each folder's record."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from stability.cli import UsageError
-from stability.results.schema import REQUIRED_COLUMNS
+from stability.results.schema import CURVE_COLUMNS, REQUIRED_COLUMNS, STATUSES, TRIAL_COLUMNS
+
+NOT_EMPTY = ("study", "trial_id", "model", "optimizer", "status", "epochs")  # every row is grouped by these
+
+
+def _kind(dtype: pa.DataType) -> str | None:
+    if pa.types.is_floating(dtype) or pa.types.is_integer(dtype):
+        return "numbers"
+    if pa.types.is_string(dtype):
+        return "text"
+    return None  # lists: not checked here
+
+
+def _holds(series: pd.Series) -> str:
+    """What a column holds, in words: numbers, text, or the type of its first odd value."""
+    values = series.dropna()
+    if values.empty:
+        return "nothing"
+    if pd.api.types.is_bool_dtype(series):
+        return "booleans"
+    if pd.api.types.is_numeric_dtype(series):
+        return "numbers"
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return _holds(pd.Series(series.cat.categories))
+    if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series):
+        return "timestamps" if pd.api.types.is_datetime64_any_dtype(series) else "durations"
+    types = values.map(type)
+    if pd.api.types.is_string_dtype(series) and types.eq(str).all():
+        return "text"
+    odd = values[~types.eq(str)]
+    return f"{type(odd.iloc[0]).__name__} values" if not odd.empty else "text"
+
+
+def check_columns(frame: pd.DataFrame, columns, table: str, folder: str) -> None:
+    """UsageError naming the first column (of those present) whose values are not of its schema's kind."""
+    for column in columns:
+        kind = _kind(column.type)
+        if kind is None or column.name not in frame:
+            continue
+        held = _holds(frame[column.name])
+        if held not in (kind, "nothing"):
+            raise UsageError(f"{folder}: {table} column {column.name!r} holds {held}, expected {kind}; "
+                             f"not a stability results folder, or a damaged one")
+
+
+def check_trials(trials: pd.DataFrame, folder: str) -> None:
+    """Types of the trials columns, no empty value in the columns every row is grouped by, and
+    statuses the report knows."""
+    check_columns(trials, TRIAL_COLUMNS, "trials", folder)
+    for column in NOT_EMPTY:
+        if column in trials:
+            empty = int(trials[column].isna().sum())
+            if empty:
+                raise UsageError(f"{folder}: trials column {column!r} has {empty} empty value(s)"
+                                 + (f"; expected {', '.join(STATUSES)}" if column == "status" else ""))
+    unknown = sorted(set(trials["status"]) - set(STATUSES))
+    if unknown:
+        raise UsageError(f"{folder}: trials column 'status' has value {unknown[0]!r}; expected {', '.join(STATUSES)}")
 
 
 def _read(folder: str):
@@ -30,12 +93,20 @@ def _read(folder: str):
     missing = [c for c in REQUIRED_COLUMNS if c not in res.trials]
     if missing:
         raise UsageError(f"{folder}: trials table lacks column(s) {', '.join(missing)}; not a stability results folder")
+    check_trials(res.trials, folder)
+    check_columns(res.curves, CURVE_COLUMNS, "curves", folder)
     return res
+
+
+def skipped_files(res) -> list[str]:
+    """Damaged files the results layer left out when it read the folder."""
+    return [str(p) for p in (getattr(res, "skipped", None) or [])]
 
 
 def load(dirs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
     """Trials and curves of every folder, concatenated, and one record per folder (path,
-    study names, spec). Study names that repeat across folders get the folder appended."""
+    study names, spec, knobs, skipped: damaged files left out, also said on stderr). Study names
+    that repeat across folders get the folder appended."""
     loaded = [_read(d) for d in dict.fromkeys(dirs)]  # a folder named twice is read once
     names = [set(r.trials["study"].astype(str)) for r in loaded]
     trials, curves, records = [], [], []
@@ -49,6 +120,9 @@ def load(dirs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, An
             c.loc[c["study"] == s, "study"] = label
         trials.append(t)
         curves.append(c)
+        skipped = skipped_files(res)
+        if skipped:
+            print(f"warning: {res.path}: skipped {len(skipped)} damaged file(s): {', '.join(skipped)}", file=sys.stderr)
         records.append({"path": str(res.path), "studies": sorted(t["study"].unique()), "spec": res.spec,
-                        "knobs": res.knobs})
+                        "knobs": res.knobs, "skipped": skipped})
     return pd.concat(trials, ignore_index=True), pd.concat(curves, ignore_index=True), records

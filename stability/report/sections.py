@@ -103,9 +103,11 @@ def _header(trials: pd.DataFrame, records: Sequence[dict[str, Any]]) -> tuple[st
     """The page title and the subtitle lines: counts, folders, models, optimizers, budgets."""
     counts = f"{len(trials)} trials ({_n_status(trials, 'diverged')} diverged, {_n_status(trials, 'failed')} failed)"
     epochs = ", ".join(str(e) for e in sorted(trials["epochs"].unique()))
+    skipped = [f"{r['path']}: skipped {len(r['skipped'])} damaged file(s): {', '.join(r['skipped'])}"
+               for r in records if r.get("skipped")]
     return f"Stability report: {_names(trials, 'study')}", [
         f"{counts} from {', '.join(r['path'] for r in records)}",
-        f"models: {_names(trials, 'model')}; optimizers: {_names(trials, 'optimizer')}; epochs: {epochs}"]
+        f"models: {_names(trials, 'model')}; optimizers: {_names(trials, 'optimizer')}; epochs: {epochs}", *skipped]
 
 
 def build_page(trials: pd.DataFrame, curves: pd.DataFrame, records: Sequence[dict[str, Any]], data: dict[str, Any],

@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
 def json_value(x: Any) -> Any:
-    """Plain JSON data: numpy scalars as Python numbers, NaN, inf and pd.NA as None, keys as text.
-    (pandas' own `to_json` would round floats to 10 digits.)"""
+    """Plain JSON data: numpy scalars as Python numbers, NaN, inf, pd.NA and NaT as None, keys as
+    text, bytes as hex text, timestamps and dates as ISO 8601 text (durations as ISO 8601 durations),
+    arrays and sets as lists, anything else as its text. (pandas' own `to_json` would round floats
+    to 10 digits.)"""
     if isinstance(x, dict):
-        return {str(k): json_value(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_value(v) for v in x]
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        return {_json_key(k): json_value(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set, frozenset, np.ndarray)):
+        return [json_value(v) for v in (sorted(x, key=str) if isinstance(x, (set, frozenset)) else x)]
+    if x is None or x is pd.NA or x is pd.NaT:
+        return None
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return bytes(x).hex()
+    if isinstance(x, (np.datetime64, np.timedelta64)):
+        x = pd.Timestamp(x) if isinstance(x, np.datetime64) else pd.Timedelta(x)
+        return None if x is pd.NaT else x.isoformat()
+    if isinstance(x, (datetime.datetime, datetime.date, datetime.time)):  # pd.Timestamp is a datetime
+        return x.isoformat()
+    if isinstance(x, datetime.timedelta):  # pd.Timedelta is a timedelta
+        return pd.Timedelta(x).isoformat()
+    if hasattr(x, "item") and not isinstance(x, str):
         x = x.item()
+        if isinstance(x, (bytes, datetime.date, datetime.time, datetime.timedelta)):
+            return json_value(x)
     if isinstance(x, float) and not math.isfinite(x):
         return None
-    if x is pd.NA:
-        return None
-    return x
+    if isinstance(x, decimal.Decimal):
+        return json_value(float(x))
+    if isinstance(x, (str, bool, int, float)):
+        return x
+    return str(x)
+
+
+def _json_key(key: Any) -> str:
+    value = json_value(key)
+    return value if isinstance(value, str) else str(key)
 
 
 def summary(trials: pd.DataFrame, split_by: Sequence[str], params: Sequence[str], seed: int = 0,

@@ -1,15 +1,24 @@
 """Atomic file writes: a reader (or a resumed sweep) sees the old file or the new one, never half.
 
-Used by the results store (Parquet, study.yaml) and for checkpoints and teacher files.
+Used by the results store (Parquet, study.yaml), the report and for checkpoints and teacher
+files. A write never replaces a symbolic link or a special file: through a link it goes to the
+link's target (atomically, in the target's folder); onto a FIFO, device, socket or folder it is
+refused with `NotARegularFileError`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+class NotARegularFileError(OSError):
+    """An atomic write was asked to replace something that is not a regular file."""
 
 
 def _shareable(path: str) -> None:
@@ -19,11 +28,51 @@ def _shareable(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def write_target(path: str | os.PathLike) -> Path:
+    """Where an atomic write of `path` lands: `path` itself, or, when it is a symbolic link, the file
+    it finally points to (an absent target is created). Raises NotARegularFileError when that is a
+    folder, a FIFO, a device or a socket (an atomic rename would replace it with a plain file)."""
+    path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))  # follows the whole chain; a loop raises OSError (ELOOP) on use
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # absent (a file where a folder should be: see check_writable)
+        return path
+    if stat.S_ISREG(mode):
+        return path
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    code = errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL
+    raise NotARegularFileError(code, f"is {kind}; give a regular file", str(path))
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fail before any work when an atomic write of `path` could not happen: the target is not a
+    regular file, or its folder (the nearest one that exists) refuses a new file. Returns the
+    target. A real probe: a folder can pass permission checks that the file system still refuses."""
+    target = write_target(path)
+    folder = target.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder))
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:  # named by the folder, not by the probe's random name
+        raise OSError(exc.errno, exc.strerror, str(folder)) from None
+    return target
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
-    """A temporary name beside `path` to write to: renamed onto `path` when the block ends, removed
-    if it raises."""
-    path = Path(path)
+    """A temporary name beside the file `path` stands for (`write_target`) to write to: renamed onto
+    it when the block ends, removed if it raises."""
+    path = write_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)

@@ -1,12 +1,16 @@
 """Study specs: YAML -> validated, typed `StudySpec` (DESIGN.md, "Study spec").
 
-Safe YAML only. Every problem becomes a `SpecError` whose one-line message names the key or
-file at fault and, for names, the valid choices. Nothing here starts Ray or writes files.
+Safe, bounded YAML only (`yaml_loader`: size, aliases, depth, duplicate keys). Every problem
+becomes a `SpecError` whose one-line message names the key or file at fault and, for names, the
+valid choices; echoed input is cut short. Numbers are finite, and trial seeds fit in int64.
+Nothing here starts Ray or writes files.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -24,18 +28,35 @@ from pydantic import (
     model_validator,
 )
 
-from stability.spec.errors import SpecError, check_keys, validation_message
+from stability.spec.errors import SpecError, check_keys, short, validation_message
 from stability.spec.knobs import KnobPath, dotted, flatten, parse_path, set_path
 from stability.spec.trial import (
     OPTIMIZER_DEFAULTS,
     OPTIMIZERS,
+    SEED_LIMIT,
     DatasetConfig,
     Recipe,
     StrictModel,
 )
+from stability.spec.yaml_loader import MAX_SPEC_BYTES, check_size, load_yaml
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "int_uniform", "choice")
 SAMPLERS = ("random", "sobol", "grid")
+MAX_NAME_CHARS = 100  # study and model names: folder names, Ray trial names and messages stay short
+
+
+def _non_finite(value: Any) -> Any:
+    """The first non-finite float in a value (walking lists and maps), else None."""
+    if isinstance(value, float):
+        return value if not math.isfinite(value) else None
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return next((bad for bad in map(_non_finite, items) if bad is not None), None)
+
+
+def _check_finite(value: Any) -> None:
+    bad = _non_finite(value)
+    if bad is not None:
+        raise ValueError(f"must be a finite number, got {short(bad)}" + (f" in {short(value)}" if value is not bad else ""))
 
 
 class Distribution(BaseModel):
@@ -50,9 +71,12 @@ class Distribution(BaseModel):
         if self.kind == "choice":
             if not self.values:
                 raise ValueError("choice needs a non-empty list")
+            _check_finite(list(self.values))
             return self
         if len(self.values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values):
-            raise ValueError(f"{self.kind} needs two numbers [low, high], got {list(self.values)}")
+            raise ValueError(f"{self.kind} needs two numbers [low, high], got {short(list(self.values))}")
+        if not all(_fits_float(v) for v in self.values):
+            raise ValueError(f"{self.kind} bounds must be finite numbers, got {short(list(self.values))}")
         low, high = self.values
         if self.kind == "log_uniform" and low <= 0:
             raise ValueError(f"log_uniform bounds must be positive, got {list(self.values)}")
@@ -64,22 +88,32 @@ class Distribution(BaseModel):
         return {self.kind: list(self.values)}
 
 
+def _fits_float(value: float) -> bool:
+    """A finite number that a float can hold (the sampler maps bounds through floats)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        return False
+
+
 Knob = Union[Distribution, bool, int, float, str, list, None]
 
 
 def _to_knob(value: Any) -> Any:
-    """Read `{log_uniform: [lo, hi]}` style maps as Distributions; leave constants alone."""
+    """Read `{log_uniform: [lo, hi]}` style maps as Distributions; constants must be finite."""
     if isinstance(value, dict):
         if len(value) != 1:
-            raise ValueError(f"a distribution is a map with one key ({', '.join(DISTRIBUTIONS)}), got {sorted(value)}")
+            raise ValueError(f"a distribution is a map with one key ({', '.join(DISTRIBUTIONS)}), "
+                             f"got {short(sorted(map(str, value)))}")
         (kind, values), = value.items()
         if kind not in DISTRIBUTIONS:
-            raise ValueError(f"unknown distribution {kind!r}; choose from: {', '.join(DISTRIBUTIONS)}")
+            raise ValueError(f"unknown distribution {short(kind)}; choose from: {', '.join(DISTRIBUTIONS)}")
         if not isinstance(values, list):
-            raise ValueError(f"{kind} takes a list, got {values!r}")
+            raise ValueError(f"{kind} takes a list, got {short(values)}")
         if kind != "choice":  # YAML reads 1e-3 (no dot) as a string
             values = [_number(v) for v in values]
         return Distribution(kind=kind, values=tuple(values))
+    _check_finite(value)
     return value
 
 
@@ -92,10 +126,19 @@ def _number(value: Any) -> Any:
     return value
 
 
-def _knob_map(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _to_knob(v) for k, v in value.items()}
-    return value
+def _knob_map(value: Any, prefix: str = "") -> Any:
+    """Each value of a knob map read by `_to_knob`; an error names its key (after `prefix`)."""
+    if not isinstance(value, dict):
+        return value
+    knobs = {}
+    for key, item in value.items():
+        try:
+            knobs[key] = _to_knob(item)
+        except ValidationError as exc:
+            raise ValueError(f"{prefix}{short(key, quote=False)}: {validation_message(exc)}") from None
+        except ValueError as exc:
+            raise ValueError(f"{prefix}{short(key, quote=False)}: {exc}") from None
+    return knobs
 
 
 def _is_distribution_map(value: Any) -> bool:
@@ -130,16 +173,16 @@ def _check_recipe_key(key: str) -> None:
     parts = key.split(".")
     for depth, part in enumerate(parts):
         where = "train" + "".join(f".{p}" for p in parts[:depth])
-        check_keys([part], model.model_fields, where)
+        check_keys([part], model.model_fields, short(where, quote=False))
         if depth < len(parts) - 1:
             model = _nested_section(model, part)
             if model is None:
-                raise ValueError(f"train.{'.'.join(parts[:depth + 1])} is not a section with keys")
+                raise ValueError(f"{short('train.' + '.'.join(parts[:depth + 1]), quote=False)} is not a section with keys")
 
 
 def _optimizer_knob_maps(value: Any) -> Any:
     if isinstance(value, dict):
-        return {name: _knob_map(knobs) for name, knobs in value.items()}
+        return {name: _knob_map(knobs, f"{short(name, quote=False)}.") for name, knobs in value.items()}
     return value
 
 
@@ -153,6 +196,7 @@ class Resources(StrictModel):
     max_failures: NonNegativeInt = Field(1, description="retries of a trial that raises before it is recorded as failed")
     max_concurrent: PositiveInt | None = Field(None, description="cap on trials running at once (default: what resources allow)")
     fused_trials: PositiveInt = Field(1, description="train up to K sampled configs of one model together in one process (one forward/backward for all)")
+    checkpoint_every: NonNegativeInt | None = Field(None, description="epochs between mid-trial checkpoints; 0 = off; default: after the first epoch ending 5 minutes after the last checkpoint")
 
     @model_validator(mode="after")
     def _fused_runs_in_one_process(self) -> "Resources":
@@ -172,6 +216,17 @@ class ModelEntry(StrictModel):
     @classmethod
     def _read_distributions(cls, value: Any) -> Any:
         return _optimizer_knob_maps(value)
+
+    @field_validator("model_args", mode="before")
+    @classmethod
+    def _finite_model_args(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                try:
+                    _check_finite(item)
+                except ValueError as exc:
+                    raise ValueError(f"{short(key, quote=False)}: {exc}") from None
+        return value
 
 
 class StudySpec(StrictModel):
@@ -209,16 +264,48 @@ class StudySpec(StrictModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
+        if len(value) > MAX_NAME_CHARS:
+            raise ValueError(f"at most {MAX_NAME_CHARS} characters (it names the results folder), got {len(value):,}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
-            raise ValueError(f"must be letters, digits, '_', '-' or '.', got {value!r}")
+            raise ValueError(f"must be letters, digits, '_', '-' or '.', got {short(value)}")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _models_once(cls, value: list[str | ModelEntry]) -> list[str | ModelEntry]:
+        """A model listed twice with the same ranges would run every trial twice (one id, one row)."""
+        seen: set[str] = set()
+        for item in value:
+            entry = item if isinstance(item, ModelEntry) else ModelEntry(name=item)
+            if len(entry.name) > MAX_NAME_CHARS:
+                raise ValueError(f"a model name is at most {MAX_NAME_CHARS} characters, got {short(entry.name)}")
+            key = _canonical(entry.model_dump())
+            if key in seen:
+                raise ValueError(f"{entry.name} is listed twice (give each entry its own optimizers or model_args, "
+                                 f"or list it once)")
+            seen.add(key)
         return value
 
     @field_validator("epochs")
     @classmethod
     def _epochs(cls, value: Any) -> Any:
-        if isinstance(value, list) and not value:
-            raise ValueError("the epochs list is empty")
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("the epochs list is empty")
+            seen: set[int] = set()
+            for epochs in value:
+                if epochs in seen:
+                    raise ValueError(f"{epochs} is listed twice (it would run every trial twice)")
+                seen.add(epochs)
         return value
+
+    @model_validator(mode="after")
+    def _trial_seeds_fit(self) -> "StudySpec":
+        top = self.seed + 1000 * self.repeats + self.samples
+        if top >= SEED_LIMIT:
+            raise ValueError(f"seed: trial seeds are seed + 1000*repeat + point and must stay below 2**63; "
+                             f"seed + 1000*repeats + samples is {short(top)}: lower seed")
+        return self
 
     @field_validator("train")
     @classmethod
@@ -232,7 +319,7 @@ class StudySpec(StrictModel):
     def _optimizer_keys(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for name, knobs in value.items():
             if name not in OPTIMIZERS:
-                raise ValueError(f"unknown optimizer {name!r}; choose from: {', '.join(OPTIMIZERS)}")
+                raise ValueError(f"unknown optimizer {short(name)}; choose from: {', '.join(OPTIMIZERS)}")
             check_keys(knobs, ("lr", "weight_decay", *OPTIMIZER_DEFAULTS[name]), f"optimizers.{name}")
             for required in ("lr", "weight_decay"):
                 if required not in knobs:
@@ -265,6 +352,14 @@ class StudySpec(StrictModel):
     def resolved(self) -> dict[str, Any]:
         """The spec as plain data (distributions as `{kind: [..]}`), for study.yaml."""
         return _plain(self.model_dump())
+
+
+def _canonical(value: Any) -> str:
+    """One text per value, equal for equal values (key order ignored where keys sort)."""
+    try:
+        return json.dumps(value, sort_keys=True, default=repr)
+    except (TypeError, ValueError):  # keys of mixed types
+        return repr(value)
 
 
 def _plain(value: Any) -> Any:
@@ -316,7 +411,12 @@ def read_spec_source(study: str) -> tuple[str, str]:
         if not path.is_file():
             raise SpecError(f"study file {study} does not exist")
         try:
-            return path.read_text(), str(path)
+            with path.open("rb") as file:
+                data = file.read(MAX_SPEC_BYTES + 1)  # never more: the file may be huge or growing
+                size = max(len(data), path.stat().st_size)
+            if size > MAX_SPEC_BYTES:
+                raise SpecError(f"{study}: the study file is {size:,} bytes; the limit is {MAX_SPEC_BYTES:,} bytes (1 MB)")
+            return data.decode("utf-8"), str(path)
         except (OSError, UnicodeDecodeError) as exc:
             raise SpecError(f"cannot read study file {study}: {exc}") from None
     if study not in builtin_names():
@@ -325,14 +425,8 @@ def read_spec_source(study: str) -> tuple[str, str]:
 
 
 def parse_spec(text: str, source: str, overrides: list[str] = ()) -> StudySpec:
-    """Parse YAML text (safe loader) plus `--set` overrides into a validated StudySpec."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{source}: invalid YAML{line}: {problem}") from None
+    """Parse YAML text (bounded safe loader) plus `--set` overrides into a validated StudySpec."""
+    data = load_yaml(text, source)
     if data is None:
         raise SpecError(f"{source}: the study spec is empty")
     if not isinstance(data, dict):
@@ -351,7 +445,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
         try:
             set_path(data, path, value)
         except ValueError as exc:
-            raise SpecError(f"--set {exc}") from None
+            raise SpecError(f"--set {short(str(exc), 200, quote=False)}") from None
 
 
 def parse_override(text: str) -> tuple[KnobPath, Any]:
@@ -362,12 +456,10 @@ def parse_override(text: str) -> tuple[KnobPath, Any]:
     except ValueError:
         path = ()
     if not path:
-        raise SpecError(f"--set expects KEY=VALUE with a dotted key, got {text!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise SpecError(f"--set {key}: cannot read value {raw!r}: {str(exc).splitlines()[0]}") from None
-    return path, value
+        raise SpecError(f"--set expects KEY=VALUE with a dotted key, got {short(text)}")
+    source = f"--set {short(key, quote=False)}"
+    check_size(text, source, "the value")
+    return path, load_yaml(raw, source) if raw.strip() else ""
 
 
 def load_spec(study: str | None, overrides: list[str] = ()) -> StudySpec:

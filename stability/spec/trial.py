@@ -15,12 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 OPTIMIZERS = ("adamw", "sgd")
 Number = Union[int, float]  # ints stay ints: trial ids hash the values as given
+SEED_LIMIT = 2**63  # seeds are int64 in the results and seed torch's generators
 
 
 class StrictModel(BaseModel):
-    """Base of every spec and config model: unknown keys are errors, instances are immutable."""
+    """Base of every spec and config model: unknown keys are errors, instances are immutable, and
+    every float is finite (inf or nan as an lr, a decay or a recipe weight is a typo, not a value)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class OptimizerArgs(StrictModel):
@@ -68,7 +70,7 @@ class TeacherRecipe(StrictModel):
     lr: float = Field(1e-3, gt=0, description="teacher peak learning rate")
     weight_decay: float = Field(0.05, ge=0, description="teacher weight decay")
     epochs: PositiveInt = Field(30, description="teacher training length in epochs")
-    seed: int = Field(0, ge=0, description="teacher seed")
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="teacher seed")
 
 
 class Distillation(StrictModel):
@@ -140,7 +142,7 @@ class TrialConfig(StrictModel):
     lr: float = Field(gt=0, description="peak learning rate")
     weight_decay: float = Field(ge=0, description="weight decay (AdamW: decoupled, multiplied by lr in PyTorch)")
     epochs: PositiveInt = Field(description="training length in epochs")
-    seed: int = Field(0, ge=0, description="seed of every random source of the trial")
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="seed of every random source of the trial")
     optimizer_args: OptimizerArgs = Field(default_factory=OptimizerArgs, description="momentum, nesterov (sgd); betas, eps (adamw)")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig, description="the data")
     train: Recipe = Field(default_factory=Recipe, description="the recipe")

@@ -2,15 +2,24 @@
 
 Validates everything first (exit 2, one line, nothing written, Ray not started), then runs
 the trials the store does not hold yet with Ray Tune, writing each trial's row as it ends.
+
+One writer per study folder: a run (not `--dry-run`) takes the folder's lock
+(`stability.results.lock`) before it compares or writes `study.yaml`, and holds it until it
+exits; a second run is refused (exit 2). SIGINT and SIGTERM take one path: the trials stop,
+finished ones are kept, the resume command is printed, and the exit code is 130 or 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Iterator
 
 from stability.cli import UsageError, fail
 from stability.spec import (
@@ -29,8 +38,10 @@ from stability.sweep.checks import (
     check_names,
     check_storage,
 )
+from stability.sweep.errors import storage_errors
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C)
+EXIT_TERMINATED = 143  # SIGTERM
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,36 +69,147 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def resolve_spec(args: argparse.Namespace) -> StudySpec:
-    """The study to run; with --resume, the spec saved beside its results wins."""
+def resolve_spec(args: argparse.Namespace, spec: StudySpec | None = None) -> StudySpec:
+    """The study to run (`spec`: the one loaded from STUDY and --set); with --resume, the spec saved
+    beside its results wins. A damaged saved study.yaml is a StoreError (one line)."""
     import yaml
 
-    from stability.results.store import ResultsStore
+    from stability.results.store import ResultsStore, StoreError
 
-    spec = load_spec(args.study, args.assignments)
+    spec = spec or load_spec(args.study, args.assignments)
     store = ResultsStore(Path(args.storage) / spec.name)
     saved_path = store.spec_path
-    if saved_path.is_file():
-        saved = (store.read_spec() or {}).get("spec")
-        if saved is not None and saved != spec.resolved():
+    try:
+        record = store.read_spec()
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    if record is not None:
+        saved = record["spec"]
+        try:  # compared as this version reads it: keys added since (with defaults) are no difference
+            saved_spec = parse_spec(yaml.safe_dump(saved), str(saved_path))
+        except SpecError:
+            saved_spec = None
+        if (saved_spec.resolved() if saved_spec is not None else saved) != spec.resolved():
             if not args.resume:
                 raise UsageError(f"{saved_path.parent} holds results of a different spec named {spec.name!r}; "
                                  f"use --resume to finish it, another --set name=..., or another --storage")
-            spec = parse_spec(yaml.safe_dump(saved), str(saved_path))
+            spec = saved_spec or parse_spec(yaml.safe_dump(saved), str(saved_path))
     elif args.resume:
         raise UsageError(f"nothing to resume: {saved_path} does not exist")
     return spec
 
 
+class StopSignals:
+    """SIGINT and SIGTERM take one path while a sweep runs. Inside Ray Tune's `fit` (`in_tune`), a
+    SIGTERM is handed to the SIGINT handler Tune installs there, which stops the trials and returns;
+    elsewhere it raises KeyboardInterrupt, as SIGINT does. The first signal sets the exit code."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.in_tune = False
+        self.defer = False
+        self._previous: dict[int, object] = {}
+
+    def exit_code(self) -> int:
+        return EXIT_TERMINATED if self.signum == signal.SIGTERM else EXIT_INTERRUPTED
+
+    def _on_term(self, signum, frame) -> None:
+        self.signum = self.signum or signum
+        if self.defer:
+            return
+        handler = signal.getsignal(signal.SIGINT)
+        if self.in_tune and callable(handler) and handler is not signal.default_int_handler:
+            handler(signal.SIGINT, frame)
+            return
+        raise KeyboardInterrupt
+
+    def install(self) -> None:
+        """(Re)install the SIGTERM handler."""
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, self._on_term)
+            # a system call of Ray's native code is restarted, not failed with EINTR; the handler runs
+            # when the call returns to Python
+            signal.siginterrupt(signal.SIGTERM, False)
+            self._previous.setdefault(signal.SIGTERM, previous)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Around `ray.init`: it installs SIGTERM handlers of its own (one exits 15, a local instance's
+        exits 1, both without the resume command), and a stop in the middle of it leaves Ray half
+        started (its shutdown then aborts). Here this sweep's handler stays installed, a SIGTERM is
+        only noted, and it takes effect (KeyboardInterrupt) once `ray.init` has returned."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        real = signal.signal
+
+        def keep_ours(signum, handler):
+            if signum == signal.SIGTERM:
+                return signal.getsignal(signum)
+            return real(signum, handler)
+
+        self.defer = True
+        signal.signal = keep_ours  # ray.init calls signal.signal(SIGTERM, ...) through the module
+        try:
+            yield
+        finally:
+            signal.signal = real
+            self.defer = False
+            self.install()  # again: Ray's native (C++) handler may have replaced it below Python
+        if self.signum is not None:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    @contextlib.contextmanager
+    def tune(self) -> Iterator[None]:
+        """Around Tune's fit: SIGTERM goes to Tune's SIGINT handler; Tune's handler (which stays
+        installed after fit returns and ignores a later Ctrl-C) is replaced by the previous one."""
+        on_main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGINT)
+        self.in_tune = True
+        try:
+            yield
+        finally:
+            self.in_tune = False
+            if on_main and previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+
+def _absent_folders(root: Path) -> list[Path]:
+    """`root` and those of its parents that do not exist yet, deepest first."""
+    absent = []
+    for folder in [root.absolute(), *root.absolute().parents]:
+        if folder.exists():
+            break
+        absent.append(folder)
+    return absent
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a refused or empty run created (deepest first); any holding a file stays."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _resume_command(args: argparse.Namespace, spec: StudySpec) -> str:
+    words = ["python -m stability.sweep", shlex.quote(args.study or spec.name), "--storage", shlex.quote(args.storage)]
+    if args.address:
+        words += ["--address", shlex.quote(args.address)]
+    return " ".join([*words, "--resume"])
 
 
 def sweep(argv: list[str] | None = None) -> int:
     """Validate, plan, run what is missing, summarise. Returns the exit code."""
     from rich.console import Console
 
-    from stability.results.schema import extra_column_type
-    from stability.results.store import ResultsStore, read_study
-    from stability.sampling import plan_summary, plan_trials
+    from stability.results.lock import LockHeld, StudyLock, describe
 
     args = parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
@@ -98,21 +220,72 @@ def sweep(argv: list[str] | None = None) -> int:
         for name in builtin_names():
             print(f"{name:28s} {builtin_description(name)}")
         return 0
-    spec = resolve_spec(args)
-    check_names(spec)
-    plan = plan_trials(spec)
-    check_factors(plan)
-    if args.dry_run:  # a plan can be inspected before the data is in place
-        summary = plan_summary(spec, plan)
-        try:
-            check_data(spec)
-        except SpecError as exc:
-            summary["warnings"] = [str(exc)]
-        print(json.dumps(summary))
-        return 0
-    check_data(spec)
+    spec = load_spec(args.study, args.assignments)
+    if args.dry_run:  # takes no lock and writes nothing
+        return dry_run(resolve_spec(args, spec))
     root = Path(args.storage) / spec.name
     check_storage(root)
+    created = _absent_folders(root)
+    stop = StopSignals()
+
+    def lost(holder) -> None:  # the renewal thread found the lock taken over: this sweep stops
+        console.print(f"error: the lock of {root} was taken over by another sweep ({describe(holder)}); stopping")
+        import _thread
+
+        _thread.interrupt_main(signal.SIGTERM)
+
+    lock = StudyLock(root, on_lost=lost)
+    stop.install()
+    try:
+        try:
+            lock.acquire()
+        except LockHeld as exc:
+            raise UsageError(str(exc)) from None
+        except OSError as exc:
+            raise UsageError(f"--storage: cannot lock {root}: {exc.strerror or exc}") from None
+        if lock.took_over:
+            console.print(f"taking over the study lock of a sweep that ended without releasing it ({lock.took_over})")
+        spec = resolve_spec(args, spec)
+        return run(args, spec, root, console, stop)
+    except KeyboardInterrupt:
+        stop.signum = stop.signum or signal.SIGINT
+        if lock.token is not None and (root / "study.yaml").is_file():
+            console.print(f"interrupted; finished trials are kept. Resume with:\n  {_resume_command(args, spec)}")
+        else:
+            console.print("interrupted before any trial ran; nothing was written.")
+        return stop.exit_code()
+    finally:
+        lock.release()
+        stop.restore()
+        _remove_if_empty(created)
+
+
+def dry_run(spec: StudySpec) -> int:
+    """Validate and print the plan as JSON; a missing dataset is a warning (the data may come later)."""
+    from stability.sampling import plan_summary, plan_trials
+
+    check_names(spec)
+    plan = plan_trials(spec)
+    check_factors(plan, spec.resources.workers_per_trial)
+    summary = plan_summary(spec, plan)
+    try:
+        check_data(spec)
+    except SpecError as exc:
+        summary["warnings"] = [str(exc)]
+    print(json.dumps(summary))
+    return 0
+
+
+def run(args: argparse.Namespace, spec: StudySpec, root: Path, console, stop: StopSignals) -> int:
+    """Under the study lock: the remaining checks, then the trials the store does not hold yet."""
+    from stability.results.schema import extra_column_type
+    from stability.results.store import ResultsStore, read_study
+    from stability.sampling import plan_trials
+
+    check_names(spec)
+    plan = plan_trials(spec)
+    check_factors(plan, spec.resources.workers_per_trial)
+    check_data(spec)
     if args.address:
         check_address(args.address)
 
@@ -135,42 +308,44 @@ def sweep(argv: list[str] | None = None) -> int:
         from stability.sweep.cluster import connect_ray, placement, versions
         from stability.sweep.run import prepare_teachers, run_trials
 
-        connect_ray(args.address, args.num_cpus, args.verbose)
+        with stop.deferred():
+            connect_ray(args.address, args.num_cpus, args.verbose)
         resources = placement(spec)
         store.write_spec(spec, versions())
         teachers, todo = prepare_teachers(todo, root, resources, store, spec.name, console)
         from stability.sweep.progress import SweepProgress
 
         with SweepProgress(total=len(plan), already_done=len(plan) - len(todo), console=console) as progress:
-            run_trials(spec, resources, todo, store, progress, args.verbose, teachers)
+            with stop.tune():
+                run_trials(spec, resources, todo, store, progress, args.verbose, teachers)
 
     from stability.sweep.progress import print_summary
 
     finished = store.finished_ids()
     missing = sum(cfg.trial_id not in finished for cfg in plan)
     if finished:
-        trials = read_study(root).trials
+        result = read_study(root)
+        trials = result.trials
         planned = trials[trials["trial_id"].isin({cfg.trial_id for cfg in plan})]
         print_summary(planned, console)
         failed = int((planned["status"] == "failed").sum())
         if failed:
             console.print(f"{failed} trial(s) failed after retries; their messages are in the `error` column.")
     if missing:
-        resume = " ".join(["python -m stability.sweep", shlex.quote(args.study or spec.name), "--storage",
-                           shlex.quote(args.storage), "--resume"])
-        console.print(f"{missing} trial(s) did not finish. Resume with:\n  {resume}")
-        return EXIT_INTERRUPTED
+        console.print(f"{missing} trial(s) did not finish. Resume with:\n  {_resume_command(args, spec)}")
+        return stop.exit_code()
     console.print(f"report: {report_cmd}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return sweep(argv)
+        with storage_errors(argv):
+            return sweep(argv)
     except (UsageError, SpecError) as exc:
         fail(str(exc))
-    except KeyboardInterrupt:
-        print("interrupted; finished trials are kept. Resume with --resume.", file=sys.stderr)
+    except KeyboardInterrupt:  # before the study lock was taken: nothing was written
+        print("interrupted; nothing was written.", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

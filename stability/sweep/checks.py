@@ -1,10 +1,13 @@
 """Checks a sweep makes before it starts anything (exit 2 with one line when one fails): names
-the registries must know, the data, teachers and patch-loss models, a writable storage, a
-reachable cluster. Torch is loaded only to open a teacher checkpoint named by path."""
+the registries must know, the data, every planned trial's input (image size, model_args, batch
+size), teachers and patch-loss models, a writable storage, a reachable cluster. Torch is loaded
+only to open a teacher checkpoint named by path; the rest reads torch-free tables
+(`stability.models.catalog`, `stability.data.checks`)."""
 
 from __future__ import annotations
 
 import difflib
+import json
 import socket
 import tempfile
 from pathlib import Path
@@ -44,28 +47,67 @@ def check_data(spec: StudySpec) -> None:
         raise SpecError(f"dataset: {exc}") from None
 
 
-def check_factors(plan: list[TrialConfig]) -> None:
-    """Before anything runs: patch losses only on models with patch tokens; every teacher is a
-    known model or a readable checkpoint of ours."""
+def check_factors(plan: list[TrialConfig], workers_per_trial: int = 1) -> None:
+    """Before anything runs: every trial's input fits its model and data (`check_trials`), patch
+    losses only on models with patch tokens; every teacher is a known model or a readable checkpoint
+    of ours that fits the data."""
+    from stability.data.checks import data_shape, resolve_img_size
     from stability.models import has_patch_tokens, list_models
-    from stability.train.checkpoint import load_checkpoint
+    from stability.models.catalog import check_model_input
+    from stability.train.checkpoint import check_teacher_fits, load_checkpoint
 
+    check_trials(plan, workers_per_trial)
     seen: set[str] = set()
     for cfg in plan:
         if cfg.train.patch_losses.active and not has_patch_tokens(cfg.model):
             raise SpecError(f"train.patch_losses: {cfg.model} has no patch tokens; use the losses with transformer models only")
         distill = cfg.train.distillation
-        if not distill.active or distill.teacher in seen:
+        ds = cfg.dataset
+        key = json.dumps([distill.teacher, ds.model_dump(mode="json")], sort_keys=True, default=str)
+        if not distill.active or key in seen:
             continue
-        seen.add(distill.teacher)
+        seen.add(key)
+        img_size = resolve_img_size(ds.name, ds.img_size)  # checked by check_trials
         if teacher_is_checkpoint(distill.teacher):
             try:
-                load_checkpoint(distill.teacher)
+                check_teacher_fits(load_checkpoint(distill.teacher), **data_shape(ds.name, img_size, ds.options))
             except TrialSetupError as exc:
                 raise SpecError(f"train.distillation.teacher: {exc}") from None
         elif distill.teacher not in list_models():
             raise SpecError(f"train.distillation.teacher: {distill.teacher!r} is neither a model name nor a "
                             f"checkpoint file; models: {', '.join(list_models())}")
+        else:  # the sweep trains it on the study's data: it must take the study's images
+            try:
+                check_model_input(distill.teacher, img_size, {})
+            except TrialSetupError as exc:
+                raise SpecError(f"train.distillation.teacher {distill.teacher}: {exc}") from None
+
+
+def check_trials(plan: list[TrialConfig], workers_per_trial: int = 1) -> None:
+    """What every planned trial would otherwise find out only once it runs (and fail with, retry
+    after retry), checked from torch-free tables once per distinct (model, data, model_args, batch
+    size): the image size against the dataset's range and the model's patches and stem, model_args
+    against what the model's builder accepts, dataset.options against the loader's, and the batch
+    size against the workers and the training-set size."""
+    from stability.data.checks import DatasetError, check_batch_size, check_dataset_options, resolve_img_size
+    from stability.models.catalog import check_model_args, check_model_input
+
+    seen: set[str] = set()
+    for cfg in plan:
+        ds = cfg.dataset
+        key = json.dumps([cfg.model, ds.model_dump(mode="json"), cfg.model_args, cfg.train.batch_size],
+                         sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_dataset_options(ds.name, ds.options)
+            img_size = resolve_img_size(ds.name, ds.img_size)
+            check_model_args(cfg.model, cfg.model_args)
+            check_model_input(cfg.model, img_size, cfg.model_args)
+            check_batch_size(ds.name, ds.options, cfg.train.batch_size, workers_per_trial)
+        except (DatasetError, TrialSetupError) as exc:
+            raise SpecError(str(exc)) from None
 
 
 def check_storage(root: Path) -> None:

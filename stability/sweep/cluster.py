@@ -29,6 +29,8 @@ def versions() -> dict[str, str]:
 
 
 def connect_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
+    """Join the cluster at `address`; without one, start a private local Ray instance (never a
+    cluster that happens to run on this machine)."""
     import logging
 
     import ray
@@ -45,8 +47,10 @@ def connect_ray(address: str | None, num_cpus: int | None, verbose: bool) -> Non
     try:
         if address:
             ray.init(address=address, **common)
-        else:  # a private local instance, reachable from this machine only
-            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+        else:  # a private local instance, reachable from this machine only: "local" starts one even when
+            # a cluster started by `ray start` (found through RAY_TMPDIR) or RAY_ADDRESS is there to join
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     **common)
     except ConnectionError as exc:
         raise UsageError(f"--address {address}: cannot connect to Ray ({str(exc).splitlines()[0]}); "
                          "start a cluster with `ray start --head` or omit --address") from None

@@ -28,17 +28,24 @@ def prepare_teachers(todo: list, root: Path, resources: dict[str, Any], store, s
     return teachers, runnable
 
 
-def fused_groups(todo: list, k: int) -> list[list]:
+def fused_groups(todo: list, k: int, saved: list[list[str]] = ()) -> list[list]:
     """Trials in groups of up to k that differ only in lr, weight decay and seed (resources.fused_trials);
-    trials the fused engine cannot train (model or recipe) stay alone."""
+    trials the fused engine cannot train (model or recipe) stay alone. `saved`: the groups (trial ids)
+    of an earlier run of the study; one whose members are all still to run is kept as it was, so its
+    checkpoint fits it."""
     if k == 1:
         return [[cfg] for cfg in todo]
     from stability.train.fused.rules import check_fusable_configs, shared_settings
 
+    by_id = {cfg.trial_id: cfg for cfg in todo}
+    groups = []
+    for ids in saved:
+        if len(ids) > 1 and all(i in by_id for i in ids):
+            groups.append([by_id.pop(i) for i in ids])
+    todo = [cfg for cfg in todo if cfg.trial_id in by_id]
     by_key: dict[str, list] = {}
     for cfg in todo:
         by_key.setdefault(json.dumps(shared_settings(cfg), sort_keys=True), []).append(cfg)
-    groups = []
     for members in by_key.values():
         try:
             check_fusable_configs(members[:1])
@@ -53,9 +60,11 @@ def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, pr
                teachers: dict[str, bytes]) -> None:
     from ray import tune
 
-    from stability.sweep.tune_trial import ProgressCallback, StoreCallback, run_in_tune
+    from stability.sweep.callbacks import ProgressCallback, StoreCallback
+    from stability.sweep.tune_trial import run_in_tune
 
-    groups = fused_groups(todo, spec.resources.fused_trials)
+    groups = fused_groups(todo, spec.resources.fused_trials, store.read_groups())
+    store.write_groups([[cfg.trial_id for cfg in group] for group in groups if len(group) > 1])
     if len(groups) < len(todo):
         alone = sum(len(group) == 1 for group in groups)
         progress.console.print(f"fused trials: {len(todo)} trials in {len(groups)} processes"
@@ -71,6 +80,7 @@ def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, pr
             "group": tune.grid_search([{"index": i, "size": len(group)} for i, group in enumerate(groups)]),
             "resources": resources,
             "train_storage": tune_dir,
+            "checkpoints": {"root": str(store.checkpoints_dir), "every": spec.resources.checkpoint_every},
         }
         tuner = tune.Tuner(
             trainable,

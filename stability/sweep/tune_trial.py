@@ -1,4 +1,4 @@
-"""What runs inside one Ray Tune trial, and the driver-side callback that stores results.
+"""What runs inside one Ray Tune trial (the driver's callbacks are in `callbacks`).
 
 A one-worker trial runs the engine in the Tune trial process itself: no Ray Train start-up
 (25-50 s per trial on a small box), and with `reuse_actors` the process, its imports and
@@ -15,14 +15,11 @@ from typing import Any, Callable
 import ray
 from ray import tune
 
-from stability.results.schema import failed_row, trial_row
-from stability.results.store import ResultsStore
 from stability.spec.trial import TrialConfig
+from stability.sweep.callbacks import FINAL, MEMBER, group_key
 from stability.sweep.teachers import teacher_key
 from stability.train.checkpoint import from_bytes
 
-FINAL = "stability_final"  # key marking the last report of a trial (its metrics)
-MEMBER = "stability_member"  # index of the study trial a report belongs to within a fused group
 
 
 def _report_to(report: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
@@ -51,6 +48,17 @@ def teacher_checkpoint(cfg: TrialConfig, teachers: dict[str, bytes] | None) -> d
     return from_bytes(teachers[key])
 
 
+def trial_checkpoint(config: dict[str, Any], cfgs: list[TrialConfig]):
+    """The checkpoint of this Tune trial in the study's storage (`<study>/checkpoints/<key>/`), or None
+    when checkpoints are off: a retry, a resume and a worker on another node all find it there."""
+    where = config.get("checkpoints")
+    if not where or where["every"] == 0:
+        return None
+    from stability.train.state import CheckpointPolicy, TrialCheckpoint
+
+    return TrialCheckpoint(Path(where["root"]) / group_key(cfgs), CheckpointPolicy(every_epochs=where["every"]))
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker body: the engine with torch.distributed already set up by Ray Train."""
     from stability.train.engine import run_trial
@@ -58,17 +66,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     _set_threads(config["cpus"])
     cfg: TrialConfig = config["trial"]
     teacher = teacher_checkpoint(cfg, config.get("teachers"))
-    metrics = run_trial(cfg, device="auto", on_epoch=_report_to(ray.train.report), teacher=teacher)
+    checkpoint = trial_checkpoint(config, [cfg])  # every worker reads it; the engine's rank 0 writes it
+    metrics = run_trial(cfg, device="auto", on_epoch=_report_to(ray.train.report), teacher=teacher,
+                        checkpoint=checkpoint)
     ray.train.report(_final(metrics))
 
 
-def run_fused_group(cfgs: list[TrialConfig], cpus: float) -> None:
+def run_fused_group(cfgs: list[TrialConfig], cpus: float, checkpoint) -> None:
     """Several study trials trained together (resources.fused_trials); each reports its own results."""
     from stability.train.fused.engine import run_fused_trials
 
     _set_threads(cpus)
     on_epoch = lambda k, point: tune.report({**point, FINAL: False, MEMBER: k})  # noqa: E731
-    for k, metrics in enumerate(run_fused_trials(cfgs, device="auto", on_epoch=on_epoch)):
+    for k, metrics in enumerate(run_fused_trials(cfgs, device="auto", on_epoch=on_epoch, checkpoint=checkpoint)):
         tune.report({**_final(metrics), MEMBER: k})
 
 
@@ -79,7 +89,7 @@ def run_in_tune(config: dict[str, Any], groups: list[list[TrialConfig]],
     cfgs = groups[config["group"]["index"]]
     resources = config["resources"]
     if len(cfgs) > 1:
-        run_fused_group(cfgs, resources["cpus_per_worker"])
+        run_fused_group(cfgs, resources["cpus_per_worker"], trial_checkpoint(config, cfgs))
         return
     cfg = cfgs[0]
     if resources["workers_per_trial"] == 1:
@@ -87,7 +97,7 @@ def run_in_tune(config: dict[str, Any], groups: list[list[TrialConfig]],
 
         _set_threads(resources["cpus_per_worker"])
         metrics = run_trial(cfg, device="auto", on_epoch=_report_to(tune.report),
-                            teacher=teacher_checkpoint(cfg, teachers))
+                            teacher=teacher_checkpoint(cfg, teachers), checkpoint=trial_checkpoint(config, cfgs))
         tune.report(_final(metrics))
         return
     from ray.train import RunConfig, ScalingConfig
@@ -97,7 +107,7 @@ def run_in_tune(config: dict[str, Any], groups: list[list[TrialConfig]],
     gpus = resources["gpus_per_worker"]
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"trial": cfg, "cpus": resources["cpus_per_worker"],
+        train_loop_config={"trial": cfg, "cpus": resources["cpus_per_worker"], "checkpoints": config.get("checkpoints"),
                            "teachers": {k: v for k, v in (teachers or {}).items() if k == teacher_key(cfg)}},
         scaling_config=ScalingConfig(
             num_workers=resources["workers_per_trial"],
@@ -108,85 +118,3 @@ def run_in_tune(config: dict[str, Any], groups: list[list[TrialConfig]],
                              callbacks=[TuneReportCallback()]),
     )
     trainer.fit()
-
-
-class StoreCallback(tune.Callback):
-    """Driver side: collects each trial's curve and writes its row when the trial ends.
-
-    Runs in the driver only, so the store has a single writer; every write is atomic.
-    """
-
-    def __init__(self, study: str, store: ResultsStore, groups: list[list[TrialConfig]],
-                 on_finished: Callable[[dict[str, Any]], None]):
-        self.study = study
-        self.store = store
-        self.groups = groups
-        self.on_finished = on_finished
-        self.curves: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        self.written: set[tuple[str, int]] = set()
-
-    def _configs(self, trial) -> list[TrialConfig]:
-        return self.groups[trial.config["group"]["index"]]
-
-    def _reset(self, trial) -> None:
-        for key in [key for key in self.curves if key[0] == trial.trial_id]:
-            del self.curves[key]
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self._reset(trial)
-
-    def on_trial_restore(self, iteration, trials, trial, **info):
-        self._reset(trial)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        key = (trial.trial_id, int(result.get(MEMBER, 0)))
-        curve = self.curves.setdefault(key, [])
-        if not result.get(FINAL, False):
-            if result.get("epoch") == 1:
-                curve.clear()  # a retried trial starts its curve again
-            curve.append({k: result.get(k) for k in ("epoch", "train_loss", "top1_err", "lr", "elapsed_s")})
-            return
-        row = trial_row(self.study, self._configs(trial)[key[1]], result)
-        self.store.write_trial(row, curve)
-        self.written.add(key)
-        self.on_finished(row)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        message = _last_error_line(trial)
-        for member, cfg in enumerate(self._configs(trial)):
-            if (trial.trial_id, member) in self.written:
-                continue
-            row = failed_row(self.study, cfg, message)
-            self.store.write_trial(row, [])
-            self.on_finished(row)
-
-
-def _last_error_line(trial) -> str:
-    """The exception line of a failed trial's traceback (Tune's text error file; no pickle)."""
-    try:
-        text = Path(trial.error_file).read_text() if trial.error_file else ""
-    except OSError:  # the error file may be gone with a lost node
-        text = ""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    if not lines:
-        return "trial failed (no error message recorded)"
-    for line in reversed(lines):
-        if "Error" in line or "Exception" in line:
-            return line[-500:]
-    return lines[-1][-500:]
-
-
-class ProgressCallback(tune.Callback):
-    """Forwards Tune's trial starts and ends to the sweep's progress display."""
-
-    def __init__(self, progress):
-        self.progress = progress
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.progress.started(trial.trial_id, trial.config["group"]["size"])
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.progress.ended(trial.trial_id)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.progress.ended(trial.trial_id)

@@ -5,12 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from stability.cli import UsageError, fail
-from stability.spec import OPTIMIZERS, SpecError, TrialConfig, TrialSetupError, apply_overrides, validation_message
+from stability.spec import (
+    OPTIMIZERS,
+    SpecError,
+    TrialConfig,
+    TrialSetupError,
+    apply_overrides,
+    validation_message,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,7 +63,8 @@ def config_from_args(args: argparse.Namespace) -> TrialConfig:
 
 
 def validate(cfg: TrialConfig) -> None:
-    """Check names against the registries before any work starts."""
+    """Check names against the registries, and the trial's input against what its model and data
+    take, before any work starts."""
     from stability.data import DatasetError, check_dataset
     from stability.models import list_models
 
@@ -64,13 +74,39 @@ def validate(cfg: TrialConfig) -> None:
         check_dataset(cfg.dataset.name, cfg.dataset.root)
     except DatasetError as exc:
         raise UsageError(str(exc)) from None
+    check_input(cfg)
     check_factors(cfg)
 
 
+def check_input(cfg: TrialConfig) -> None:
+    """What the sweep checks per trial before it runs (torch-free tables): the image size against the
+    dataset and the model's patches and stem, model_args against the model's builder, the batch size
+    against the training set."""
+    from stability.data.checks import (
+        check_batch_size,
+        check_dataset_options,
+        resolve_img_size,
+    )
+    from stability.models.catalog import check_model_args, check_model_input
+
+    ds = cfg.dataset
+    check_dataset_options(ds.name, ds.options)
+    img_size = resolve_img_size(ds.name, ds.img_size)
+    check_model_args(cfg.model, cfg.model_args)
+    check_model_input(cfg.model, img_size, cfg.model_args)
+    check_batch_size(ds.name, ds.options, cfg.train.batch_size)
+
+
 def check_factors(cfg: TrialConfig) -> None:
-    """Distillation needs a teacher checkpoint when training alone; patch losses need patch tokens."""
-    from stability.train.checkpoint import load_checkpoint, teacher_is_checkpoint
+    """Distillation needs a teacher checkpoint when training alone, made for this data; patch losses
+    need patch tokens."""
+    from stability.data.checks import data_shape, resolve_img_size
     from stability.models import has_patch_tokens
+    from stability.train.checkpoint import (
+        check_teacher_fits,
+        load_checkpoint,
+        teacher_is_checkpoint,
+    )
 
     if cfg.train.patch_losses.active and not has_patch_tokens(cfg.model):
         raise UsageError(f"train.patch_losses: {cfg.model} has no patch tokens; use a transformer model")
@@ -79,20 +115,45 @@ def check_factors(cfg: TrialConfig) -> None:
         if not teacher_is_checkpoint(distill.teacher):
             raise UsageError(f"train.distillation.teacher {distill.teacher!r}: alone, a trial needs a teacher checkpoint "
                              f"(train one with --model {distill.teacher} ... --save-checkpoint t.pt); a sweep trains it for you")
-        load_checkpoint(distill.teacher)  # TrialSetupError when it cannot serve as a teacher
+        checkpoint = load_checkpoint(distill.teacher)  # TrialSetupError when it cannot serve as a teacher
+        ds = cfg.dataset
+        try:
+            check_teacher_fits(checkpoint, **data_shape(ds.name, resolve_img_size(ds.name, ds.img_size), ds.options))
+        except TrialSetupError as exc:
+            raise UsageError(f"train.distillation.teacher {distill.teacher}: {exc}") from None
 
 
 def train(argv: list[str] | None = None) -> dict:
     """Run one trial from command-line arguments and return its metrics."""
-    from stability.train.engine import run_trial
+    from stability.train.checkpoint import check_writable
+    from stability.train.engine import resolve_device, run_trial
 
     args = parse_args(argv)
     cfg = config_from_args(args)
     validate(cfg)
+    device = resolve_device(args.device)
+    if args.save_checkpoint is not None:
+        try:
+            check_writable(args.save_checkpoint)
+        except TrialSetupError as exc:
+            raise UsageError(f"--save-checkpoint: {exc}") from None
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    metrics = run_trial(cfg, device=args.device, log=log, checkpoint_to=args.save_checkpoint)
+    try:
+        metrics = run_trial(cfg, device=device, log=log, checkpoint_to=args.save_checkpoint)
+    except OSError as exc:
+        if args.save_checkpoint is None or not _writing_to(args.save_checkpoint, exc):
+            raise
+        # written last, after training: the disk filled up or went away meanwhile
+        raise UsageError(f"--save-checkpoint: cannot write {args.save_checkpoint}: {exc.strerror or exc}") from None
     metrics.pop("curve")
     return {"trial_id": cfg.trial_id, **cfg.model_dump(mode="json", include={"model", "optimizer", "lr", "weight_decay", "epochs", "seed"}), **metrics}
+
+
+def _writing_to(path: str, exc: OSError) -> bool:
+    """Whether `exc` arose writing `path` (the file itself, or the temporary file beside it)."""
+    folder = Path(path).absolute().parent
+    names = [Path(n).absolute() for n in (exc.filename, exc.filename2) if isinstance(n, (str, os.PathLike))]
+    return any(n == folder or folder in n.parents or n in folder.parents for n in names)
 
 
 def _json_safe(value):

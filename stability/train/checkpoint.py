@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stability.results import files
 from stability.results.files import atomic_write_bytes
 from stability.spec.errors import TrialSetupError
 from stability.spec.trial import Recipe, TrialConfig
@@ -74,8 +75,19 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
     atomic_write_bytes(path, to_bytes(checkpoint))
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """TrialSetupError unless a checkpoint can be written at `path` (checked before training, so a
+    trained model is never lost to an unwritable path)."""
+    try:
+        files.check_writable(path)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename and os.fspath(exc.filename) != os.fspath(path) else ""
+        raise TrialSetupError(f"cannot write {path}: {where}{exc.strerror or exc}") from None
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint file; a one-line ValueError when it is missing or not one of ours."""
+    """Read a checkpoint file; a one-line TrialSetupError when it is missing, not one of ours, or
+    names a model or model arguments this version cannot build."""
     import torch
 
     try:
@@ -86,17 +98,49 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise TrialSetupError(f"cannot read teacher checkpoint {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise TrialSetupError(f"{path} is not a stability checkpoint (save one with stability.train --save-checkpoint)")
+    check_checkpoint(checkpoint, path)
     return checkpoint
+
+
+def check_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    """The checkpoint's model, build arguments and data shape are ones this version can rebuild."""
+    from stability.models import list_models
+    from stability.models.catalog import check_model_args
+
+    model = checkpoint.get("model")
+    if model not in list_models():
+        raise TrialSetupError(f"teacher checkpoint {path}: unknown model {model!r}")
+    for key in ("num_classes", "img_size", "in_chans"):
+        value = checkpoint.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TrialSetupError(f"teacher checkpoint {path}: {key} must be a positive integer, got {value!r}")
+    model_args = checkpoint.get("model_args")
+    if not isinstance(model_args, dict):
+        raise TrialSetupError(f"teacher checkpoint {path}: model_args must be a map, got {type(model_args).__name__}")
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise TrialSetupError(f"teacher checkpoint {path}: it holds no weights (state_dict)")
+    try:
+        check_model_args(model, model_args)
+    except TrialSetupError as exc:
+        raise TrialSetupError(f"teacher checkpoint {path}: {exc}") from None
+
+
+def check_teacher_fits(checkpoint: dict[str, Any], **shape: int | None) -> None:
+    """The teacher was trained on data of the student's shape (num_classes, img_size, in_chans);
+    a shape value of None (not known yet) is not compared."""
+    for key, value in shape.items():
+        if value is not None and checkpoint[key] != value:
+            raise TrialSetupError(f"teacher {checkpoint['model']} was trained with {key}={checkpoint[key]}, "
+                                  f"the student's data has {key}={value}")
 
 
 def build_teacher(checkpoint: dict[str, Any], data, device: torch.device) -> nn.Module:
     """The frozen teacher in eval mode on `device`; its data shape must match the student's."""
     from stability.models import build_model
+    from stability.models.catalog import check_model_args
 
-    for key in ("num_classes", "img_size", "in_chans"):
-        if checkpoint[key] != getattr(data, key):
-            raise TrialSetupError(f"teacher {checkpoint['model']} was trained with {key}={checkpoint[key]}, "
-                             f"the student's data has {key}={getattr(data, key)}")
+    check_teacher_fits(checkpoint, **{key: getattr(data, key) for key in ("num_classes", "img_size", "in_chans")})
+    check_model_args(checkpoint["model"], checkpoint["model_args"])
     model = build_model(checkpoint["model"], checkpoint["num_classes"], checkpoint["img_size"],
                         in_chans=checkpoint["in_chans"], **checkpoint["model_args"])
     model.load_state_dict(checkpoint["state_dict"])

@@ -41,6 +41,7 @@ from stability.train.optim import (
     build_scheduler,
     fused_kernels_available,
 )
+from stability.train.state import TrialCheckpoint, capture, restore
 
 DIVERGENCE_CHECK_EVERY = 16  # steps between host syncs that look for a non-finite loss
 COS_SIM_IMAGES = 256  # validation images used for the over-smoothing metric
@@ -49,12 +50,22 @@ EpochCallback = Callable[[dict[str, Any]], None]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" means CUDA when present, else the CPU."""
+    """"auto" means CUDA when present, else the CPU; otherwise cpu, cuda or cuda:N of this machine
+    (TrialSetupError naming the device when it is none of them or is not there)."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrialSetupError("device cuda requested but no CUDA device is available; use --device cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise TrialSetupError(f"device {str(device)!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise TrialSetupError(f"device {str(device)!r}: trials run on cpu or cuda; use cpu, cuda, cuda:N or auto")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrialSetupError("device cuda requested but no CUDA device is available; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise TrialSetupError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA "
+                                  f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -123,11 +134,14 @@ def run_trial(
     log: Callable[[str], None] | None = None,
     teacher: dict[str, Any] | None = None,
     checkpoint_to: str | None = None,
+    checkpoint: TrialCheckpoint | None = None,
 ) -> dict[str, Any]:
     """Train one trial and return its metrics (see DESIGN.md, "Results").
 
     `teacher`: a loaded checkpoint of the distillation teacher (default: read the path the config
     names). `checkpoint_to`: save the trained (EMA) model there, e.g. to serve as a teacher.
+    `checkpoint`: where the trial keeps its mid-trial state; when one is there the trial continues
+    from it (its earlier epochs are passed to `on_epoch` again, so a new listener has the whole curve).
     """
     start = time.perf_counter()
     device = resolve_device(device)
@@ -179,8 +193,19 @@ def run_trial(
 
     curve: list[dict[str, Any]] = []
     status, best_err, train_loss = "ok", math.inf, math.nan
-    train_seconds, images, step = 0.0, 0, 0
-    for epoch in range(1, cfg.epochs + 1):
+    train_seconds, images, step, first_epoch = 0.0, 0, 0, 1
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:  # a retry or a resume: continue after the last saved epoch
+        resumed = restore(saved, model, optimizer, scheduler, ema, generator, objective.rng)
+        first_epoch, step, curve = resumed["epoch"] + 1, resumed["step"], resumed["curve"]
+        best_err, train_loss, train_seconds, images = (resumed[k] for k in ("best_err", "train_loss",
+                                                                             "train_seconds", "images"))
+        start -= curve[-1]["elapsed_s"]  # elapsed time and wall time count the earlier run too
+        for point in curve if on_epoch is not None else ():
+            on_epoch(point)
+        if log is not None:
+            log(f"resumed after epoch {resumed['epoch']} from {checkpoint.path}")
+    for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
@@ -224,6 +249,10 @@ def run_trial(
         if log is not None:
             log(f"epoch {epoch}/{cfg.epochs}  loss {train_loss:.4f}  top1_err {err:.2f}%  "
                 f"lr {point['lr']:.3g}  {point['elapsed_s']:.1f}s")
+        if checkpoint is not None and rank == 0 and epoch < cfg.epochs and checkpoint.due(epoch):
+            checkpoint.save(capture(epoch, step, model, optimizer, scheduler, ema, generator, objective.rng, {
+                "curve": curve, "best_err": best_err, "train_loss": train_loss, "train_seconds": train_seconds,
+                "images": images}))
 
     chance = chance_error(data.num_classes)
     if status == "diverged":

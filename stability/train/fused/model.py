@@ -26,6 +26,7 @@ from torch import nn
 
 from stability.models.stems import ConvStemEmbed
 
+
 def _refuse(condition: bool, what: str) -> None:
     if condition:
         raise ValueError(f"cannot fuse these models: {what}")

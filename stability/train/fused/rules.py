@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from stability.spec.trial import Recipe, TrialConfig
 from stability.models import list_models
+from stability.spec.trial import Recipe, TrialConfig
 
 SUPPORTED_PREFIXES = ("vit_p_", "vit_c_", "deit_")
 
