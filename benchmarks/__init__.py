@@ -14,6 +14,8 @@ checkout or after `pip install .`); each of `overhead`, `fused`, `orchestration`
   work, for trials of about one minute.
 - fused_sweep (`benchmarks.fused_sweep`): whole sweeps with `resources.fused_trials` against one
   trial per process.
+- `python -m benchmarks.checkpoint_cost`: the default study's trials with mid-trial checkpoints
+  off, at the default interval and at every epoch, in one process.
 
 Importing this package or its CLI imports neither torch nor Ray: the GPU comparison needs only
 torch, timm and the trial engine's own imports.
