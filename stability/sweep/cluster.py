@@ -4,12 +4,18 @@ resources one trial takes on it."""
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from stability.cli import UsageError
 from stability.spec import StudySpec
 
 TRIAL_DRIVER_CPUS = 0.01  # a data-parallel trial's own process only drives its TorchTrainer
+AUTH_PROBE_TIMEOUT_MS = 5000  # one GCS handshake; a refused token answers in milliseconds
+_AUTH_READY: set[str] = set()  # addresses whose authentication this process has settled
 
 
 def versions() -> dict[str, str]:
@@ -26,6 +32,95 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[package] = "not installed"
     return found
+
+
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (Ray's C++ client logs a failed handshake there; the probe's
+    caller reports the outcome itself in one line)."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _token_source() -> str:
+    """Where Ray reads this machine's token, in Ray's own order."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return f"RAY_AUTH_TOKEN_PATH ({os.environ['RAY_AUTH_TOKEN_PATH']})"
+    return str(Path.home() / ".ray" / "auth_token")
+
+
+def prepare_token_auth(address: str) -> None:
+    """Settle token authentication with the cluster at `address` (host:port) before `ray.init`.
+
+    Ray (>= 2.59) enables token authentication by itself only for `address="auto"`; a driver given
+    host:port connects as RAY_AUTH_MODE says, and a cluster that wants a token then costs Ray's
+    ~20 s of connection retries before a vague error. So one GCS handshake is tried first, as the
+    environment says: accepted (a cluster without authentication, or the mode already right)
+    changes nothing; refused for a missing token, with RAY_AUTH_MODE unset and a token at hand
+    (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), turns token mode on for this
+    process (RAY_AUTH_MODE=token, as `ray.init(address="auto")` does) and tries again. A token
+    refused, none at hand, or RAY_AUTH_MODE set to something else ends the run in one line. A
+    handshake that fails for another reason is left to `ray.init` and its own error."""
+    if address in _AUTH_READY:
+        return
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config, InnerGcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:  # a Ray without token authentication: nothing to settle
+        _AUTH_READY.add(address)
+        return
+
+    def accepted() -> bool | None:
+        """True: the GCS took this process's credentials; False: it refused them; None: no answer."""
+        with _quiet_stderr():
+            try:
+                InnerGcsClient.standalone(address, None, AUTH_PROBE_TIMEOUT_MS)
+            except AuthenticationError:
+                return False
+            except Exception:  # noqa: BLE001 -- unreachable, not a GCS, too slow: ray.init will say so
+                return None
+        return True
+
+    if accepted() is not False:
+        _AUTH_READY.add(address)
+        return
+    where = f"--address {address}: the cluster requires token authentication"
+    hint = ("set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, a file holding it) to the cluster's token; "
+            "`ray get-auth-token` on its head node prints it")
+    loader = AuthenticationTokenLoader.instance()
+    try:
+        has_token = loader.has_token(ignore_auth_mode=True)
+    except AuthenticationError as exc:  # e.g. RAY_AUTH_TOKEN_PATH names a missing or empty file
+        first = (str(getattr(exc, "message", exc)).strip().splitlines() or ["unreadable"])[0]  # without Ray's notes
+        raise UsageError(f"{where} but this machine's Ray token cannot be read ({first}); {hint}") from None
+    if not has_token:
+        raise UsageError(f"{where} and no Ray token is set on this machine; {hint}")
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is None:
+        os.environ["RAY_AUTH_MODE"] = "token"  # read by Ray's C++ config, here and in child processes
+        Config.initialize("")  # refresh the config this process has already loaded
+        loader.reset_cache()
+        if accepted() is not False:
+            _AUTH_READY.add(address)
+            return
+    elif mode.lower() != "token":
+        raise UsageError(f"{where} but RAY_AUTH_MODE={mode} here; unset RAY_AUTH_MODE (or set it to token) and "
+                         f"{hint}")
+    raise UsageError(f"--address {address}: the cluster refused this machine's Ray token from {_token_source()} "
+                     f"(token authentication); {hint}")
 
 
 def connect_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
@@ -46,6 +141,8 @@ def connect_ray(address: str | None, num_cpus: int | None, verbose: bool) -> Non
     common: dict[str, Any] = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
     try:
         if address:
+            if address != "auto" and not address.startswith("ray://"):
+                prepare_token_auth(address)  # settled by check_address already; a no-op then
             ray.init(address=address, **common)
         else:  # a private local instance, reachable from this machine only: "local" starts one even when
             # a cluster started by `ray start` (found through RAY_TMPDIR) or RAY_ADDRESS is there to join
