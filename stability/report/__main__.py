@@ -22,6 +22,7 @@ from stability.report.render import render
 from stability.report.sections import build_page
 from stability.report.summary import summary
 from stability.results.files import NotARegularFileError, atomic_write_text, check_writable
+from stability.results.storage import location
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,8 +53,8 @@ def out_path(args: argparse.Namespace) -> Path:
     before any work: a symbolic link is written through (its target is replaced atomically, in the
     target's folder); a folder, FIFO, device or socket, or a place that refuses a new file, is a
     UsageError."""
-    out = Path(args.out) if args.out else (Path(args.dirs[0]) / "report.html" if len(args.dirs) == 1
-                                           else Path("report.html"))
+    out = location(args.out) if args.out else (location(args.dirs[0]) / "report.html" if len(args.dirs) == 1
+                                               else Path("report.html"))
     flag = "--out" if args.out else "report file"
     try:
         check_writable(out)

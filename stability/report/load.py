@@ -2,7 +2,10 @@
 
 A folder is refused in one line (UsageError) when it holds no results of ours, or when a column
 the report computes with has the wrong type or empty values (naming the column and the folder);
-damaged files the results layer skipped are listed on stderr and in each folder's record."""
+damaged files the results layer skipped are listed on stderr and in each folder's record. A folder
+may be a `pyarrow.fs` URI (`s3://bucket/runs/study?endpoint_override=...`). A study still running
+is drawn from its finished trials; how many are still running (its `running.json`) is said on
+stderr and in the folder's record (`running`)."""
 
 from __future__ import annotations
 
@@ -76,18 +79,26 @@ def check_trials(trials: pd.DataFrame, folder: str) -> None:
 
 def _read(folder: str):
     """One folder's results; UsageError naming the folder when it holds none or not ours."""
+    from stability.results.storage import location
     from stability.results.store import read_study
 
-    path = Path(folder)
-    if not path.is_dir():
+    try:
+        path = location(folder)
+    except (OSError, ValueError, NotImplementedError) as exc:  # a URI pyarrow cannot resolve (scheme, query, store)
+        raise UsageError(f"{_shown(folder)}: {_first(exc)}") from None
+    folder = str(path) if not isinstance(path, Path) else folder  # a URI is shown without query secrets
+    try:
+        is_dir = path.is_dir()
+    except (OSError, ValueError) as exc:  # the store refused (missing bucket, credentials)
+        raise UsageError(f"{folder}: cannot read results: {_first(exc)}") from None
+    if not is_dir:
         raise UsageError(f"{folder}: no such results folder")
     try:
         res = read_study(path)
     except FileNotFoundError:
         raise UsageError(f"{folder}: holds no results (expected {path / 'trials.parquet'})") from None
     except Exception as exc:  # a damaged or foreign Parquet file
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"{folder}: cannot read results: {first}") from None
+        raise UsageError(f"{folder}: cannot read results: {_first(exc)}") from None
     if res.trials.empty:
         raise UsageError(f"{folder}: holds no results (trials.parquet has no rows)")
     missing = [c for c in REQUIRED_COLUMNS if c not in res.trials]
@@ -96,6 +107,30 @@ def _read(folder: str):
     check_trials(res.trials, folder)
     check_columns(res.curves, CURVE_COLUMNS, "curves", folder)
     return res
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _shown(folder: str) -> str:
+    from stability.results.storage import public_uri
+
+    return public_uri(folder)
+
+
+def running_trials(res) -> int:
+    """How many trials of the folder's study are running now (its running.json, kept current by the
+    sweep; 0 when there is none). Trials whose row is already stored are not counted."""
+    from stability.results.store import ResultsStore
+
+    try:
+        running = ResultsStore(res.path).read_running()
+    except (OSError, ValueError):  # advisory: an unreadable file counts as none
+        return 0
+    done = set(res.trials["trial_id"].astype(str))
+    return sum(trial_id not in done for trial_id in running)
 
 
 def skipped_files(res) -> list[str]:
@@ -123,6 +158,10 @@ def load(dirs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, An
         skipped = skipped_files(res)
         if skipped:
             print(f"warning: {res.path}: skipped {len(skipped)} damaged file(s): {', '.join(skipped)}", file=sys.stderr)
+        running = running_trials(res)
+        if running:
+            print(f"note: {res.path}: {running} trial(s) still running; the report draws the {len(t)} finished",
+                  file=sys.stderr)
         records.append({"path": str(res.path), "studies": sorted(t["study"].unique()), "spec": res.spec,
-                        "knobs": res.knobs, "skipped": skipped})
+                        "knobs": res.knobs, "skipped": skipped, "running": running})
     return pd.concat(trials, ignore_index=True), pd.concat(curves, ignore_index=True), records

@@ -102,6 +102,9 @@ def _names(trials: pd.DataFrame, column: str) -> str:
 def _header(trials: pd.DataFrame, records: Sequence[dict[str, Any]]) -> tuple[str, list[str]]:
     """The page title and the subtitle lines: counts, folders, models, optimizers, budgets."""
     counts = f"{len(trials)} trials ({_n_status(trials, 'diverged')} diverged, {_n_status(trials, 'failed')} failed)"
+    running = sum(int(r.get("running") or 0) for r in records)
+    if running:
+        counts += f"; {running} still running"
     epochs = ", ".join(str(e) for e in sorted(trials["epochs"].unique()))
     skipped = [f"{r['path']}: skipped {len(r['skipped'])} damaged file(s): {', '.join(r['skipped'])}"
                for r in records if r.get("skipped")]

@@ -4,6 +4,9 @@ Used by the results store (Parquet, study.yaml), the report and for checkpoints 
 files. A write never replaces a symbolic link or a special file: through a link it goes to the
 link's target (atomically, in the target's folder); onto a FIFO, device, socket or folder it is
 refused with `NotARegularFileError`.
+
+On an object store (`stability.results.storage.ObjectPath`) there is no rename: the bytes are
+written in one PUT, which a reader sees whole or not at all.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from stability.results.storage import ObjectPath, probe
 
 
 class NotARegularFileError(OSError):
@@ -36,6 +41,8 @@ def write_target(path: str | os.PathLike) -> Path:
     """Where an atomic write of `path` lands: `path` itself, or, when it is a symbolic link, the file
     it finally points to (an absent target is created). Raises NotARegularFileError when that is a
     folder, a FIFO, a device or a socket (an atomic rename would replace it with a plain file)."""
+    if isinstance(path, ObjectPath):
+        return path
     path = Path(path)
     if path.is_symlink():
         path = Path(os.path.realpath(path))  # follows the whole chain; a loop raises OSError (ELOOP) on use
@@ -55,6 +62,9 @@ def check_writable(path: str | os.PathLike) -> Path:
     regular file, or its folder (the nearest one that exists) refuses a new file. Returns the
     target. A real probe: a folder can pass permission checks that the file system still refuses."""
     target = write_target(path)
+    if isinstance(target, ObjectPath):  # one small PUT and its delete
+        probe(target.parent)
+        return target
     folder = target.absolute().parent
     while not folder.exists():
         folder = folder.parent
@@ -71,7 +81,17 @@ def check_writable(path: str | os.PathLike) -> Path:
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     """A temporary name beside the file `path` stands for (`write_target`) to write to: renamed onto
-    it when the block ends, removed if it raises."""
+    it when the block ends, removed if it raises. On an object store the temporary file is local
+    and its bytes go up in one PUT when the block ends."""
+    if isinstance(path, ObjectPath):
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix)
+        os.close(fd)
+        try:
+            yield tmp
+            path.write_bytes(Path(tmp).read_bytes())
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return
     path = write_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
@@ -86,6 +106,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    if isinstance(path, ObjectPath):
+        path.write_bytes(data)
+        return
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
 

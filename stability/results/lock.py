@@ -26,6 +26,13 @@ Breaking a stale lock, renewing and releasing each happen under a short-lived gu
 (`.lock.guard`, O_EXCL) so that two sweeps breaking the same stale lock cannot both win, and a
 holder never overwrites a lock that was taken over from it. The lock is advisory: it binds the
 commands of this package, not other programs writing into the folder.
+
+On an object store (`--storage s3://...`, `ObjectStudyLock`) there is neither a hard link nor an
+O_EXCL create: the lock file is read, written in one PUT when absent or stale, and read back to
+see whose it is; two sweeps starting within the same moment can both believe they hold it until
+the loser's next renewal (within `LEASE_S / 4`) finds the other's token and stops it. It is
+advisory there in a weaker sense: it keeps a second sweep out once the first is running, but it
+cannot make two exactly simultaneous starts exclusive. `study_lock` picks the kind by location.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from stability.results.files import atomic_write_bytes
+from stability.results.storage import ObjectPath, location
 
 LOCK_NAME = ".lock"
 GUARD_NAME = ".lock.guard"
@@ -224,12 +232,21 @@ class StudyLock:
     on_lost: Callable[[dict[str, Any] | None], None] | None = None
 
     def __post_init__(self) -> None:
-        self.folder = Path(self.folder)
+        self.folder = self.folder if isinstance(self.folder, ObjectPath) else Path(self.folder)
         self.path = self.folder / LOCK_NAME
         self.token: str | None = None
         self.took_over: str | None = None  # why the lock found was stale, when one was taken over
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _read(self) -> Found | None:
+        return read_lock(self.path)
+
+    def _guarded(self):
+        return _guard(self.folder)
+
+    def _unlink(self) -> None:
+        self.path.unlink(missing_ok=True)
 
     def _record(self, since: float) -> bytes:
         now = time.time()
@@ -266,16 +283,16 @@ class StudyLock:
             if self._create():
                 self._start_renewing()
                 return self
-            found = read_lock(self.path)
+            found = self._read()
             if found is None:
                 continue  # released meanwhile
             reason = stale_reason(found.holder, found.age_s, me, time.time())
             if reason is None:
                 raise LockHeld(self.path, found.holder)
-            with _guard(self.folder):
-                again = read_lock(self.path)  # only the very file judged stale is removed, never a newer one
+            with self._guarded():
+                again = self._read()  # only the very file judged stale is removed, never a newer one
                 if again is not None and again.key == found.key:
-                    self.path.unlink(missing_ok=True)
+                    self._unlink()
                     self.took_over = f"{describe(found.holder)}: {reason}"
         raise TimeoutError(f"{self.path}: could not be taken")  # a bug: the rounds above always end
 
@@ -290,7 +307,7 @@ class StudyLock:
                 if not self.renew():
                     self._stop.set()
                     if self.on_lost is not None:
-                        found = read_lock(self.path)
+                        found = self._read()
                         self.on_lost(found.holder if found else None)
                     return
             except Exception as exc:  # a passing storage error: the next round tries again
@@ -302,8 +319,8 @@ class StudyLock:
     def renew(self) -> bool:
         """Extend the lease; False when the lock is another writer's now. A lock file removed by hand is
         created again (when no other writer got there first)."""
-        with _guard(self.folder):
-            found = read_lock(self.path)
+        with self._guarded():
+            found = self._read()
             if found is None:
                 return self._create()
             if not self._ours(found):
@@ -319,9 +336,9 @@ class StudyLock:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=GUARD_WAIT_S + 5)
         try:
-            with _guard(self.folder):
-                if self._ours(read_lock(self.path)):
-                    self.path.unlink(missing_ok=True)
+            with self._guarded():
+                if self._ours(self._read()):
+                    self._unlink()
         except (OSError, TimeoutError) as exc:  # the next run takes a stale lock over anyway
             print(f"warning: could not remove {self.path}: {exc}", file=sys.stderr)
         self.token = None
@@ -331,3 +348,56 @@ class StudyLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+ADVISORY_SETTLE_S = 0.5  # on an object store: how long a new lock's writer waits before reading it back
+
+
+@dataclass
+class ObjectStudyLock(StudyLock):
+    """The study lock on an object store: the same file, holder record, lease and staleness rules,
+    written in one PUT when absent and read back to check it is ours (no create-if-absent exists
+    there; see the module docstring). No guard file: each step is one read or one PUT."""
+
+    def __post_init__(self) -> None:
+        self.folder = location(self.folder)
+        super().__post_init__()
+
+    def _read(self) -> Found | None:
+        try:
+            data = self.path.read_bytes()[:65536]
+            mtime = self.path.mtime()
+        except FileNotFoundError:
+            return None
+        if not data and not self.path.exists():
+            return None
+        try:
+            holder = json.loads(data)
+        except ValueError:
+            holder = None
+        age = time.time() - mtime if mtime is not None else 0.0
+        return Found(holder if isinstance(holder, dict) else None, age, (mtime, data))
+
+    def _guarded(self):
+        return contextlib.nullcontext()
+
+    def _unlink(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def _create(self) -> bool:
+        if self._read() is not None:
+            return False
+        since = time.time()
+        self.path.write_bytes(self._record(since))
+        time.sleep(ADVISORY_SETTLE_S)  # a writer racing this one has most likely written by now
+        if not self._ours(self._read()):
+            return False
+        self._since = since
+        return True
+
+
+def study_lock(folder, lease_s: float = LEASE_S, on_lost: Callable[[dict[str, Any] | None], None] | None = None) -> StudyLock:
+    """The lock of a study folder: `StudyLock` on a local path, `ObjectStudyLock` on an object store."""
+    folder = location(folder)
+    kind = ObjectStudyLock if isinstance(folder, ObjectPath) else StudyLock
+    return kind(folder, lease_s, on_lost)

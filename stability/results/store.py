@@ -14,13 +14,16 @@ Damaged files are never trusted: a trial counts as finished only when its file's
 reads and holds exactly one row of that trial (`check_file`); the sweep moves a damaged file to
 `<study>/damaged/` (kept, never deleted) and runs its trial again, and `read_study` reads the
 sound files only and lists the others in `StudyResults.skipped`.
+
+The study folder may be on an object store (`--storage s3://bucket/runs`: `storage.ObjectPath`):
+each file is then written in one PUT instead of temporary name + rename, read through the store's
+pyarrow filesystem, and moved aside by copy + delete (stability/results/storage.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from stability.results.files import atomic_path, atomic_write_text
+from stability.results.storage import ObjectPath, StoragePath, arrow_source, delete_tree, location, move
 from stability.results.schema import (
     CURVE_COLUMNS,
     SCHEMA_VERSION,
@@ -63,7 +67,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _trial_ids(path: Path, meta: pq.FileMetaData) -> set[str] | None:
+def _trial_ids(path: StoragePath, meta: pq.FileMetaData) -> set[str] | None:
     """The `trial_id` values of a Parquet file, from its footer's column statistics when present (no
     data page is read), else from the column itself; None when there is no such column."""
     if "trial_id" not in meta.schema.names:
@@ -74,17 +78,19 @@ def _trial_ids(path: Path, meta: pq.FileMetaData) -> set[str] | None:
         column = next(group.column(i) for i in range(group.num_columns) if group.column(i).path_in_schema == "trial_id")
         stats = column.statistics
         if stats is None or not stats.has_min_max or column.num_values == 0:
-            return set(pq.read_table(path, columns=["trial_id"]).column(0).drop_null().to_pylist())
+            where, fs = arrow_source(path)
+            return set(pq.read_table(where, columns=["trial_id"], filesystem=fs).column(0).drop_null().to_pylist())
         values |= {stats.min, stats.max}
     return values
 
 
-def check_file(path: Path, one_row: bool) -> tuple[pq.FileMetaData | None, str | None]:
+def check_file(path: StoragePath, one_row: bool) -> tuple[pq.FileMetaData | None, str | None]:
     """Whether a trials (`one_row`) or curves file of the store can be trusted, reading its footer only:
     (footer, None) when sound, (None, why) when damaged. Sound: the footer reads, the trials file holds
     exactly one row, and every row's `trial_id` is the file's name."""
     try:
-        meta = pq.read_metadata(path)
+        where, fs = arrow_source(path)
+        meta = pq.read_metadata(where, filesystem=fs)
         if one_row and meta.num_rows != 1:
             return None, f"{meta.num_rows} rows, expected 1"
         if meta.num_rows == 0:
@@ -101,8 +107,10 @@ def check_file(path: Path, one_row: bool) -> tuple[pq.FileMetaData | None, str |
     return meta, None
 
 
-def _result_files(folder: Path) -> list[Path]:
+def _result_files(folder: StoragePath) -> list[StoragePath]:
     """A table folder's files (Parquet readers skip hidden names: temporary files being written)."""
+    if isinstance(folder, ObjectPath):
+        return [p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_"))]
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")) and p.is_file())
@@ -112,11 +120,11 @@ def _result_files(folder: Path) -> list[Path]:
 class ResultsStore:
     """Writer and reader of one study's folder."""
 
-    root: Path
+    root: StoragePath  # a Path, or an ObjectPath for a URI (`storage.location`)
     extra_columns: dict[str, pa.DataType] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.root = Path(self.root)
+        self.root = location(self.root)
 
     @property
     def trials_dir(self) -> Path:
@@ -168,7 +176,7 @@ class ResultsStore:
             n += 1
             dest = folder / f"{path.name}.{n}"
         try:
-            os.rename(path, dest)
+            move(path, dest)  # an object store: copy then delete
             where = f"moved to {dest}"
         except FileNotFoundError:
             return
@@ -200,7 +208,7 @@ class ResultsStore:
         return self.root / "checkpoints"
 
     def remove_checkpoint(self, key: str) -> None:
-        shutil.rmtree(self.checkpoints_dir / key, ignore_errors=True)
+        delete_tree(self.checkpoints_dir / key)
 
     @property
     def running_path(self) -> Path:
@@ -278,7 +286,7 @@ def knob_records(spec: StudySpec) -> list[dict[str, Any]]:
 class StudyResults:
     """What a finished (or partial) study folder holds, as pandas frames."""
 
-    path: Path
+    path: StoragePath
     trials: Any  # pandas.DataFrame
     curves: Any  # pandas.DataFrame
     spec: dict[str, Any] | None  # study.yaml: schema_version, spec, knobs, versions
@@ -290,12 +298,13 @@ class StudyResults:
         return list((self.spec or {}).get("knobs") or [])
 
 
-def _read_table(path: Path, one_row: bool) -> tuple[pa.Table | None, list[str]]:
+def _read_table(path: StoragePath, one_row: bool) -> tuple[pa.Table | None, list[str]]:
     """The sound files of a table (a folder of per-trial files, or one file) as one table (None when
     there are none; columns are the union of the files'), and the damaged files skipped."""
     if path.is_file():
         try:
-            return pq.read_table(path), []
+            where, fs = arrow_source(path)
+            return pq.read_table(where, filesystem=fs), []
         except (OSError, pa.ArrowException):
             return None, [str(path)]
     good, schemas, skipped = [], [], []
@@ -315,7 +324,8 @@ def _read_table(path: Path, one_row: bool) -> tuple[pa.Table | None, list[str]]:
     readable = []
     for file, schema in zip(good, schemas):
         try:
-            pq.read_table(file)
+            where, fs = arrow_source(file)
+            pq.read_table(where, filesystem=fs)
             readable.append((file, schema))
         except (OSError, pa.ArrowException):
             skipped.append(str(file))
@@ -324,17 +334,20 @@ def _read_table(path: Path, one_row: bool) -> tuple[pa.Table | None, list[str]]:
     return _scan(*map(list, zip(*readable))), sorted(skipped)
 
 
-def _scan(files: list[Path], schemas: list[pa.Schema]) -> pa.Table:
+def _scan(files: list[StoragePath], schemas: list[pa.Schema]) -> pa.Table:
     """Files as one table whose columns are the union of theirs (a column a file lacks is null there)."""
-    return ds.dataset([str(f) for f in files], schema=pa.unify_schemas(schemas), format="parquet").to_table()
+    fs = arrow_source(files[0])[1]
+    names = [str(arrow_source(f)[0]) for f in files]
+    return ds.dataset(names, schema=pa.unify_schemas(schemas), format="parquet", filesystem=fs).to_table()
 
 
-def read_study(path: str | os.PathLike) -> StudyResults:
+def read_study(path: str | os.PathLike | ObjectPath) -> StudyResults:
     """Read a study folder (trials, curves, resolved spec), its sound files only: damaged ones are
     listed in `skipped`. Raises FileNotFoundError if empty, StoreError for a damaged study.yaml."""
     import pandas as pd
 
-    store = ResultsStore(Path(path))
+    path = location(path)  # a local folder or a pyarrow.fs URI
+    store = ResultsStore(path)
     if not store.trials_dir.exists():
         raise FileNotFoundError(f"no results in {path}: expected {store.trials_dir}")
     table, skipped = _read_table(store.trials_dir, one_row=True)
@@ -344,5 +357,5 @@ def read_study(path: str | os.PathLike) -> StudyResults:
         curves = table.to_pandas()
     else:
         curves = pd.DataFrame({c.name: pd.Series(dtype="object") for c in CURVE_COLUMNS})
-    return StudyResults(path=Path(path), trials=trials, curves=curves, spec=store.read_spec(),
+    return StudyResults(path=path, trials=trials, curves=curves, spec=store.read_spec(),
                         skipped=skipped + skipped_curves)

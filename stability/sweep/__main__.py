@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("study", nargs="?", default=None, help="a study YAML file or the name of a built-in study (default: default)")
     p.add_argument("--address", default=None, help="Ray cluster to join (host:port or 'auto'); default: start a local one")
-    p.add_argument("--storage", default="runs", help="results folder; the study writes <storage>/<name>/ (default: ./runs)")
+    p.add_argument("--storage", default="runs", help="results folder or pyarrow.fs URI (e.g. s3://bucket/runs, a custom endpoint in its query: "
+                   "?endpoint_override=host:port); the study writes <storage>/<name>/ (default: ./runs)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted study from its saved study.yaml")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key, dotted (e.g. samples=16, train.mixup=0.8); repeatable")
@@ -77,7 +78,7 @@ def resolve_spec(args: argparse.Namespace, spec: StudySpec | None = None) -> Stu
     from stability.results.store import ResultsStore, StoreError
 
     spec = spec or load_spec(args.study, args.assignments)
-    store = ResultsStore(Path(args.storage) / spec.name)
+    store = ResultsStore(storage_root(args.storage) / spec.name)
     saved_path = store.spec_path
     try:
         record = store.read_spec()
@@ -179,8 +180,30 @@ class StopSignals:
                 signal.signal(signal.SIGINT, previous)
 
 
-def _absent_folders(root: Path) -> list[Path]:
-    """`root` and those of its parents that do not exist yet, deepest first."""
+def storage_root(storage: str):
+    """--storage as a location: a local Path, or an ObjectPath for a pyarrow.fs URI (UsageError in one
+    line when pyarrow cannot resolve it)."""
+    from stability.results.storage import location
+
+    try:
+        return location(storage)
+    except (OSError, ValueError, NotImplementedError) as exc:  # unknown scheme, bad query, unreachable store
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"--storage {_shown_storage(storage)}: {first}; give a folder or a URI such as "
+                         f"s3://bucket/runs") from None
+
+
+def _shown_storage(storage: str) -> str:
+    """--storage as messages and the resume command show it: a URI without its credentials."""
+    from stability.results.storage import public_uri
+
+    return public_uri(storage)
+
+
+def _absent_folders(root) -> list[Path]:
+    """`root` and those of its parents that do not exist yet, deepest first (none on an object store)."""
+    if not isinstance(root, Path):
+        return []
     absent = []
     for folder in [root.absolute(), *root.absolute().parents]:
         if folder.exists():
@@ -199,7 +222,8 @@ def _remove_if_empty(folders: list[Path]) -> None:
 
 
 def _resume_command(args: argparse.Namespace, spec: StudySpec) -> str:
-    words = ["python -m stability.sweep", shlex.quote(args.study or spec.name), "--storage", shlex.quote(args.storage)]
+    words = ["python -m stability.sweep", shlex.quote(args.study or spec.name), "--storage",
+             shlex.quote(_shown_storage(args.storage))]
     if args.address:
         words += ["--address", shlex.quote(args.address)]
     return " ".join([*words, "--resume"])
@@ -209,7 +233,7 @@ def sweep(argv: list[str] | None = None) -> int:
     """Validate, plan, run what is missing, summarise. Returns the exit code."""
     from rich.console import Console
 
-    from stability.results.lock import LockHeld, StudyLock, describe
+    from stability.results.lock import LockHeld, describe, study_lock
 
     args = parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
@@ -223,7 +247,7 @@ def sweep(argv: list[str] | None = None) -> int:
     spec = load_spec(args.study, args.assignments)
     if args.dry_run:  # takes no lock and writes nothing
         return dry_run(resolve_spec(args, spec))
-    root = Path(args.storage) / spec.name
+    root = storage_root(args.storage) / spec.name
     check_storage(root)
     created = _absent_folders(root)
     stop = StopSignals()
@@ -234,7 +258,7 @@ def sweep(argv: list[str] | None = None) -> int:
 
         _thread.interrupt_main(signal.SIGTERM)
 
-    lock = StudyLock(root, on_lost=lost)
+    lock = study_lock(root, on_lost=lost)
     stop.install()
     try:
         try:
@@ -276,7 +300,7 @@ def dry_run(spec: StudySpec) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, spec: StudySpec, root: Path, console, stop: StopSignals) -> int:
+def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSignals) -> int:
     """Under the study lock: the remaining checks, then the trials the store does not hold yet."""
     from stability.results.schema import extra_column_type
     from stability.results.store import ResultsStore, read_study

@@ -10,7 +10,6 @@ import difflib
 import json
 import socket
 import tempfile
-from pathlib import Path
 
 from stability.cli import UsageError
 from stability.spec import SpecError, StudySpec, TrialConfig, TrialSetupError
@@ -110,9 +109,21 @@ def check_trials(plan: list[TrialConfig], workers_per_trial: int = 1) -> None:
             raise SpecError(str(exc)) from None
 
 
-def check_storage(root: Path) -> None:
+def check_storage(root) -> None:
     """Fail before any work if the study folder cannot be written (a real probe: root passes
-    permission checks that the file system still refuses)."""
+    permission checks that the file system still refuses). On an object store (`root` an
+    ObjectPath) the probe is one small PUT and its delete; a missing bucket or missing or refused
+    credentials end the run in one line."""
+    from stability.results.storage import ObjectPath, probe
+
+    if isinstance(root, ObjectPath):
+        try:
+            probe(root)
+        except (OSError, ValueError) as exc:  # pyarrow: OSError (missing bucket, refused credentials), ArrowInvalid
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UsageError(f"--storage: cannot write to {root}: {first}; check that the bucket exists and that "
+                             f"the store's credentials are set in the environment") from None
+        return
     parent = root.absolute()
     while not parent.exists():
         parent = parent.parent
@@ -127,7 +138,10 @@ def check_storage(root: Path) -> None:
 
 
 def check_address(address: str) -> None:
-    """A host:port address must answer within seconds (Ray itself would wait for minutes)."""
+    """A host:port address must answer within seconds (Ray itself would wait for minutes), and a
+    cluster with token authentication must take this machine's token (Ray would retry for ~20 s);
+    token mode is turned on for this process when the cluster asks for it and a token is at hand
+    (`cluster.prepare_token_auth`)."""
     if address == "auto" or address.startswith("ray://"):
         return
     host, _, port = address.rpartition(":")
@@ -138,3 +152,6 @@ def check_address(address: str) -> None:
     except OSError as exc:
         raise UsageError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
                          f"start one with `ray start --head` or omit --address to run locally") from None
+    from stability.sweep.cluster import prepare_token_auth
+
+    prepare_token_auth(address)

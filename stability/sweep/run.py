@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from stability.results.storage import full_uri
 from stability.spec import StudySpec
 from stability.sweep.cluster import TRIAL_DRIVER_CPUS
 
@@ -80,7 +81,7 @@ def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, pr
             "group": tune.grid_search([{"index": i, "size": len(group)} for i, group in enumerate(groups)]),
             "resources": resources,
             "train_storage": tune_dir,
-            "checkpoints": {"root": str(store.checkpoints_dir), "every": spec.resources.checkpoint_every},
+            "checkpoints": {"root": full_uri(store.checkpoints_dir), "every": spec.resources.checkpoint_every},
         }
         tuner = tune.Tuner(
             trainable,

@@ -2,7 +2,8 @@
 distilled trials, stored as `<study>/teachers/<model>-<id>.pt` (+ a .json of its metrics) and
 reused by every distilled trial and by a resume. A teacher given as a checkpoint path is only
 checked here; a trial loads its teacher in `tune_trial`. The id is the teacher trial's own config hash, so a changed teacher recipe trains
-a new teacher.
+a new teacher. The study folder may be on an object store (`storage.ObjectPath`): the files are then
+read whole and written in one PUT each.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from stability.results.storage import StoragePath, location
 from stability.spec.trial import TrialConfig
 from stability.train.checkpoint import teacher_config, teacher_is_checkpoint
 
@@ -32,8 +34,8 @@ def planned_teachers(plan: list[TrialConfig]) -> dict[str, TrialConfig]:
     return teachers
 
 
-def teacher_file(root: Path, key: str, tcfg: TrialConfig) -> Path:
-    return root / "teachers" / f"{tcfg.model}-{key}.pt"
+def teacher_file(root: StoragePath, key: str, tcfg: TrialConfig) -> StoragePath:
+    return location(root) / "teachers" / f"{tcfg.model}-{key}.pt"
 
 
 def _train_teacher(trial: dict[str, Any], cpus: float) -> tuple[bytes | None, dict[str, Any]]:
@@ -53,7 +55,7 @@ def _train_teacher(trial: dict[str, Any], cpus: float) -> tuple[bytes | None, di
     return blob, {k: v for k, v in metrics.items() if k not in ("curve", "patch_cos_sim_layers")}
 
 
-def ensure_teachers(plan: list[TrialConfig], root: Path, resources: dict[str, Any], console) -> tuple[dict[str, bytes], dict[str, str]]:
+def ensure_teachers(plan: list[TrialConfig], root: StoragePath, resources: dict[str, Any], console) -> tuple[dict[str, bytes], dict[str, str]]:
     """Checkpoint bytes of every teacher the plan needs (training the missing ones on Ray, all at
     once), and a message per teacher that could not be trained."""
     import ray

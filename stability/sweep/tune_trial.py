@@ -9,7 +9,6 @@ metrics reach Tune through `TuneReportCallback`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 import ray
@@ -56,7 +55,9 @@ def trial_checkpoint(config: dict[str, Any], cfgs: list[TrialConfig]):
         return None
     from stability.train.state import CheckpointPolicy, TrialCheckpoint
 
-    return TrialCheckpoint(Path(where["root"]) / group_key(cfgs), CheckpointPolicy(every_epochs=where["every"]))
+    from stability.results.storage import location
+
+    return TrialCheckpoint(location(where["root"]) / group_key(cfgs), CheckpointPolicy(every_epochs=where["every"]))
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

@@ -10,22 +10,23 @@ The engine writes the latest state only, atomically, into a folder it is given (
 node); the driver deletes the folder once the trial's row is stored. Written here rather than
 with Ray's checkpoint API because the engine runs without Ray (`python -m stability.train`), and
 a plain file in the study's storage is found the same way by all three kinds of restart.
+The folder may be on an object store (a `pyarrow.fs` URI such as `s3://bucket/runs/study/checkpoints/<key>`):
+the file is then written in one PUT and read back whole (stability/results/storage.py).
 """
 
 from __future__ import annotations
 
 import io
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from stability.results.files import atomic_write_bytes
+from stability.results.storage import ObjectPath, StoragePath, delete_tree, location
 
 STATE_FILE = "state.pt"
 STATE_FORMAT = 1
@@ -48,17 +49,17 @@ class CheckpointPolicy:
 
 @dataclass
 class TrialCheckpoint:
-    """The latest checkpoint of one trial (or one fused group) in `folder`."""
+    """The latest checkpoint of one trial (or one fused group) in `folder` (a path, or a URI string)."""
 
-    folder: Path
+    folder: StoragePath
     policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
     last_saved: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
-        self.folder = Path(self.folder)
+        self.folder = location(self.folder)
 
     @property
-    def path(self) -> Path:
+    def path(self) -> StoragePath:
         return self.folder / STATE_FILE
 
     def due(self, epoch: int) -> bool:
@@ -74,7 +75,8 @@ class TrialCheckpoint:
         """The saved state, or None when there is none (a damaged file counts as none: the trial
         starts over rather than trusting it)."""
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            source = io.BytesIO(self.path.read_bytes()) if isinstance(self.path, ObjectPath) else self.path
+            state = torch.load(source, map_location="cpu", weights_only=False)
         except FileNotFoundError:
             return None
         except Exception:  # truncated or foreign file
@@ -82,7 +84,7 @@ class TrialCheckpoint:
         return state if isinstance(state, dict) and state.get("format") == STATE_FORMAT else None
 
     def delete(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        delete_tree(self.folder)
 
 
 def global_random_states() -> dict[str, Any]:

@@ -1,0 +1,272 @@
+"""Results on an object store: `--storage s3://...` against a real S3-compatible server on localhost
+(moto's server mode, started here as a subprocess and stopped by its PID): the storage layer, the
+results store and its lock, mid-trial checkpoints, a swept study on Ray and its report read back."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from argparse import Namespace
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pytest
+from conftest import REPO, TESTS, free_port, run_cli
+
+from stability.results.lock import LockHeld, ObjectStudyLock, StudyLock, study_lock
+from stability.results.storage import ObjectPath, full_uri, location, public_query
+from stability.results.store import ResultsStore, read_study
+
+pytest.importorskip("moto")
+
+TINY = str(TESTS / "data" / "tiny.yaml")
+BUCKET = "stability-test"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_REGION": "us-east-1"}
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server on a free localhost port with one bucket; yields its endpoint and the
+    environment a client needs (dummy credentials). The server is stopped by its PID."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **CREDENTIALS})
+    saved = {k: os.environ.get(k) for k in CREDENTIALS}
+    os.environ.update(CREDENTIALS)  # for the pyarrow clients of this process
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("moto server did not start")
+            time.sleep(0.2)
+        endpoint = f"127.0.0.1:{port}"
+        admin = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1",
+                                  access_key="testing", secret_key="testing", allow_bucket_creation=True)
+        admin.create_dir(BUCKET)
+        yield {"endpoint": endpoint, "query": f"endpoint_override={endpoint}&scheme=http",
+               "env": {**os.environ, **CREDENTIALS}, "fs": admin}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def uri(s3, *parts: str, user: str = "") -> str:
+    """A prefix of the bucket as a URI with the endpoint (`user`: credentials written into it)."""
+    return f"s3://{user}{BUCKET}/{'/'.join(parts) or uuid.uuid4().hex}?{s3['query']}"
+
+
+def fresh(s3) -> str:
+    return uri(s3, uuid.uuid4().hex)
+
+
+# --- the storage layer ----------------------------------------------------------------------------
+
+def test_location_keeps_local_paths_and_hides_query_secrets(tmp_path):
+    assert location(str(tmp_path)) == tmp_path and isinstance(location("runs"), Path)
+    assert location(f"file://{tmp_path}") == tmp_path  # a file:// URI is a local path
+    assert public_query("endpoint_override=h:1&scheme=http&access_key=A&secret_key=B&session_token=C") == \
+        "endpoint_override=h:1&scheme=http"
+
+
+def test_object_path_reads_writes_lists_moves_and_deletes(s3):
+    root = location(uri(s3, uuid.uuid4().hex, user="testing:testing@"))  # credentials written into the URI
+    assert isinstance(root, ObjectPath)
+    assert "testing" not in str(root) and str(root).startswith(f"s3://{BUCKET}/") and "endpoint_override" in str(root)
+    assert full_uri(root).startswith(f"s3://testing:testing@{BUCKET}/") and location(full_uri(root)) == root
+    assert full_uri(root / "a" / "b").startswith(f"s3://testing:testing@{BUCKET}/") and "/a/b?" in full_uri(root / "a" / "b")
+    assert not root.exists() and root.files() == []
+    (root / "a" / "x.parquet").write_bytes(b"one")
+    (root / "a" / "y.txt").write_text("two")
+    (root / "a" / "sub" / "z.parquet").write_bytes(b"three")
+    assert root.is_dir() and (root / "a").is_dir() and (root / "a" / "x.parquet").is_file()
+    assert [p.name for p in (root / "a").files()] == ["x.parquet", "y.txt"]  # files only, not recursive
+    assert [p.name for p in (root / "a").glob("*.parquet")] == ["x.parquet"]
+    assert (root / "a" / "y.txt").read_text() == "two"
+    (root / "a" / "x.parquet").move(root / "b" / "x.parquet")
+    assert not (root / "a" / "x.parquet").exists() and (root / "b" / "x.parquet").read_bytes() == b"one"
+    with pytest.raises(FileNotFoundError):
+        (root / "nothing").read_bytes()
+    (root / "a").rmtree()
+    assert not (root / "a" / "y.txt").exists() and not (root / "a" / "sub" / "z.parquet").exists()
+    (root / "b" / "x.parquet").unlink()
+    (root / "b" / "x.parquet").unlink(missing_ok=True)
+    assert (root / "b").with_suffix(".json").name == "b.json" and (root / "t.pt").stem == "t"
+
+
+def _row(study: str, trial_id: str, **extra) -> dict:
+    return {"study": study, "trial_id": trial_id, "model": "vit_p_tiny", "optimizer": "adamw", "lr": 1e-3,
+            "weight_decay": 0.05, "epochs": 2, "seed": 0, "batch_size": 64, "status": "ok", "top1_err": 12.5,
+            "best_top1_err": 12.0, "train_loss": 0.4, **extra}
+
+
+def test_store_on_object_storage_matches_a_local_store(s3, tmp_path):
+    remote, local = ResultsStore(location(fresh(s3))), ResultsStore(tmp_path / "study")
+    for store in (remote, local):
+        for i in range(3):
+            store.write_trial(_row("s", f"t{i}"), [{"epoch": e, "train_loss": 1.0 / e, "top1_err": 50.0 / e,
+                                                     "lr": 0.1, "elapsed_s": float(e)} for e in (1, 2)])
+        store.write_running({"t9": {"epoch": 1}})
+        store.write_groups([["t0", "t1"]])
+    assert remote.finished_ids() == local.finished_ids() == {"t0", "t1", "t2"}
+    a, b = read_study(remote.root), read_study(str(local.root))
+    pd.testing.assert_frame_equal(a.trials.sort_values("trial_id").reset_index(drop=True),
+                                  b.trials.sort_values("trial_id").reset_index(drop=True))
+    pd.testing.assert_frame_equal(a.curves.sort_values(["trial_id", "epoch"]).reset_index(drop=True),
+                                  b.curves.sort_values(["trial_id", "epoch"]).reset_index(drop=True))
+    assert remote.read_running() == {"t9": {"epoch": 1}} and remote.read_groups() == [["t0", "t1"]]
+    assert not [p for p in remote.trials_dir.files() if p.name.startswith(".")]  # one PUT: no temporary names
+    # any reader of the store's filesystem reads the table whole
+    table = pads.dataset(remote.trials_dir.path, filesystem=remote.root.fs, format="parquet").to_table()
+    assert sorted(table.column("trial_id").to_pylist()) == ["t0", "t1", "t2"]
+
+
+def test_damaged_file_on_object_storage_is_moved_aside_and_skipped(s3, capsys):
+    store = ResultsStore(location(fresh(s3)))
+    store.write_trial(_row("s", "good"), [])
+    (store.trials_dir / "bad.parquet").write_bytes(b"not parquet")
+    assert read_study(store.root).skipped == [str(store.trials_dir / "bad.parquet")]
+    assert store.finished_ids() == {"good"}
+    err = capsys.readouterr().err
+    assert "bad.parquet?" in err and "is damaged (" in err and "moved to" in err
+    assert not (store.trials_dir / "bad.parquet").exists()
+    assert (store.damaged_dir / "trials.parquet" / "bad.parquet").read_bytes() == b"not parquet"
+
+
+def test_lock_on_object_storage_is_held_refused_and_released(s3):
+    root = location(fresh(s3))
+    lock = study_lock(root)
+    assert isinstance(lock, ObjectStudyLock) and isinstance(study_lock(Path("/tmp/x")), StudyLock)
+    with lock:
+        holder = json.loads((root / ".lock").read_text())
+        assert holder["pid"] == os.getpid() and holder["token"] == lock.token
+        with pytest.raises(LockHeld, match="in use by another sweep"):
+            study_lock(root).acquire()
+        assert lock.renew()
+    assert not (root / ".lock").exists()
+    # a lock left by a process that is gone (same machine) is taken over
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (root / ".lock").write_text(json.dumps({**json.loads(json.dumps(holder)), "pid": dead.pid, "token": "old"}))
+    with study_lock(root) as again:
+        assert again.took_over and "is gone" in again.took_over
+
+
+def test_checkpoint_saved_loaded_and_deleted_through_a_uri(s3):
+    import torch
+
+    from stability.train.state import TrialCheckpoint
+
+    folder = fresh(s3).replace("?", "/checkpoints/key?")
+    checkpoint = TrialCheckpoint(folder)
+    assert checkpoint.load() is None
+    state = {"epoch": 3, "step": 42, "model": {"w": torch.arange(6.0).reshape(2, 3)}}
+    checkpoint.save(state)
+    loaded = TrialCheckpoint(folder).load()  # another process would build it from the same string
+    assert loaded["epoch"] == 3 and loaded["step"] == 42 and torch.equal(loaded["model"]["w"], state["model"]["w"])
+    checkpoint.path.write_bytes(b"truncated")
+    assert checkpoint.load() is None  # a damaged checkpoint counts as none
+    checkpoint.delete()
+    assert not checkpoint.path.exists()
+
+
+def test_report_of_a_running_study_says_how_many_are_running(s3):
+    from stability.report.load import load
+    from stability.report.sections import _header
+
+    store = ResultsStore(location(fresh(s3)))
+    store.write_trial(_row("s", "t0"), [{"epoch": 1, "train_loss": 1.0, "top1_err": 20.0, "lr": 0.1, "elapsed_s": 1.0}])
+    store.write_running({"t0": {"epoch": 2}, "t1": {"epoch": 1}, "t2": {"epoch": 0}})  # t0's row is stored
+    trials, _, records = load([full_uri(store.root)])
+    assert records[0]["running"] == 2 and len(trials) == 1
+    assert "2 still running" in _header(trials, records)[1][0]
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+def test_sweep_refuses_a_missing_bucket_in_one_line(s3, tmp_path):
+    out = run_cli("stability.sweep", TINY, "--storage", f"s3://no-such-bucket/runs?{s3['query']}",
+                  env={**s3["env"], "RAY_TMPDIR": str(tmp_path)}, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--storage: cannot write to s3://no-such-bucket/runs/tiny" in lines[0]
+    assert "Traceback" not in out.stderr and not os.listdir(tmp_path)  # Ray was not started
+
+
+def test_resume_command_hides_query_secrets():
+    from stability.spec import load_spec
+    from stability.sweep.__main__ import _resume_command
+
+    args = Namespace(study="tiny.yaml", storage="s3://KEY:SECRET@b/runs?endpoint_override=h:1&secret_key=S",
+                     address=None)
+    command = _resume_command(args, load_spec(TINY))
+    assert "'s3://b/runs?endpoint_override=h:1'" in command
+    assert "SECRET" not in command and "KEY" not in command and "secret_key" not in command
+
+
+@pytest.mark.ray
+def test_sweep_to_s3_then_report_from_s3(s3, ray_cluster, tmp_path):
+    prefix = uuid.uuid4().hex
+    storage = uri(s3, prefix, "runs", user="testing:testing@")  # credentials that must not leak
+    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", storage,
+                  "--set", "samples=1", "--set", "resources.checkpoint_every=1",
+                  env={**ray_cluster["env"], **CREDENTIALS})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "testing:testing" not in out.stdout + out.stderr
+    study = location(uri(s3, prefix, "runs", "tiny"))
+    assert study.is_file() is False and (study / "study.yaml").is_file()
+    assert "testing" not in (study / "study.yaml").read_text()
+    assert not (study / ".lock").exists()  # released
+    # the trials checkpointed into the store (the folder is left once its files are deleted), none locally
+    assert (study / "checkpoints").exists() and not (REPO / "s3:").exists()
+    assert not [p for p in study.fs.get_file_info(pafs.FileSelector(f"{study.path}/checkpoints", allow_not_found=True,
+                                                                     recursive=True)) if p.type == pafs.FileType.File]
+    # what was written, read by pyarrow alone
+    written = pads.dataset(f"{study.path}/trials.parquet", filesystem=study.fs, format="parquet").to_table().to_pandas()
+    curves = pads.dataset(f"{study.path}/curves.parquet", filesystem=study.fs, format="parquet").to_table().to_pandas()
+    assert len(written) == 4 and len(curves) == 2 * len(written)  # 2 models x 2 optimizers x 1 point, 2 epochs
+    result = read_study(full_uri(study))
+    key = ["trial_id"]
+    pd.testing.assert_frame_equal(result.trials.sort_values(key).reset_index(drop=True),
+                                  written.sort_values(key).reset_index(drop=True), check_like=True)
+    pd.testing.assert_frame_equal(result.curves.sort_values(["trial_id", "epoch"]).reset_index(drop=True),
+                                  curves.sort_values(["trial_id", "epoch"]).reset_index(drop=True), check_like=True)
+    page = tmp_path / "report.html"
+    # the report command the sweep printed (no credentials in it: they come from the environment)
+    shown = shlex.split(next(line for line in out.stderr.splitlines() if line.startswith("report: "))[8:])[-1]
+    assert shown == str(study) and "testing" not in shown
+    report = run_cli("stability.report", shown, "--json", "--out", str(page), env=s3["env"], timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    summary = json.loads(report.stdout)
+    assert sum(g["n"] for g in summary["groups"]) == len(written)
+    assert page.is_file() and "4 trials" in page.read_text()
+    # without --out the page goes beside the results, into the store (one PUT)
+    again = run_cli("stability.report", shown, env=s3["env"], timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip() == str(study / "report.html") and "4 trials" in (study / "report.html").read_text()
