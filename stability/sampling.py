@@ -159,8 +159,14 @@ def plan_trials(spec: StudySpec) -> list[TrialConfig]:
                 knobs = _resolve(tables[entry.name], sampled, points[point])
                 for epochs in spec.epoch_list:
                     for repeat in range(spec.repeats):
-                        plan.append(_trial(spec, entry.name, optimizer, knobs, epochs, spec.seed + 1000 * repeat + point))
+                        plan.append(_trial(spec, entry.name, optimizer, knobs, epochs, trial_seed(spec.seed, point, repeat))
+                                    .placed(point, repeat))
     return plan
+
+
+def trial_seed(study_seed: int, point: int, repeat: int) -> int:
+    """The seed of the `repeat`-th trial at sampled point `point`."""
+    return study_seed + 1000 * repeat + point
 
 
 def _resolve(knobs: dict[KnobPath, Any], sampled: list[KnobPath], u: np.ndarray) -> dict[KnobPath, Any]:

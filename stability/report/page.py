@@ -52,6 +52,14 @@ class Note:
 
 
 @dataclass
+class Verdict:
+    """One verdict sentence; `decided` ones stand out."""
+
+    text: str
+    decided: bool
+
+
+@dataclass
 class Listing:
     """A folded block of preformatted text (a study spec) under a one-line summary."""
 
@@ -59,7 +67,7 @@ class Listing:
     text: str
 
 
-Block = Table | Figure | Heading | Note | Listing
+Block = Table | Figure | Heading | Note | Verdict | Listing
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pandas as pd
 
 import analysis as an
 from stability.report.figures import EPOCHS, FACTOR, LAYERS, OPTIMIZERS, SLICE, Arms, arms, draw
-from stability.report.page import Heading, Page, Section
+from stability.report.page import Heading, Page, Section, Verdict
 from stability.report.tables import failed_table, ks_table, spec_listings, summary_table
 
 SUMMARY_NOTE = ("Per group, over every trial that did not fail (diverged trials count at their recorded error). "
@@ -99,6 +99,20 @@ def _names(trials: pd.DataFrame, column: str) -> str:
     return ", ".join(sorted(trials[column].astype(str).unique()))
 
 
+VERDICT_NOTE = ("Paired over the sampled points (every model saw the same ones): P is the share of points where the "
+                "first model's error is lower (ties count one half) with its 95% Wilson interval; Wilcoxon is the "
+                "signed-rank test on the per-point differences. A verdict needs both: the interval clear of 0.5 "
+                "and p < 0.05.")
+
+
+def verdict_section(verdicts: Sequence[dict[str, Any]]) -> list[Section]:
+    """The verdict card: one sentence per pair of models, decided ones first; it opens the page."""
+    if not verdicts:
+        return []
+    ordered = sorted(verdicts, key=lambda v: (v["decision"] == "undecided", v["study"], v["optimizer"], v["epochs"]))
+    return [Section("verdicts", "Verdicts", "Verdicts", [Verdict(v["sentence"], v["decision"] != "undecided") for v in ordered], note=VERDICT_NOTE)]
+
+
 def _header(trials: pd.DataFrame, records: Sequence[dict[str, Any]]) -> tuple[str, list[str]]:
     """The page title and the subtitle lines: counts, folders, models, optimizers, budgets."""
     counts = f"{len(trials)} trials ({_n_status(trials, 'diverged')} diverged, {_n_status(trials, 'failed')} failed)"
@@ -120,6 +134,7 @@ def build_page(trials: pd.DataFrame, curves: pd.DataFrame, records: Sequence[dic
     multi_study = trials["study"].nunique() > 1
     title, subtitle = _header(trials, records)
     return Page(title, subtitle, [
+        *verdict_section(data.get("verdicts") or []),
         Section("summary", "Summary", "Summary", [summary_table(data["groups"], split_by, params, multi_study)],
                 note=SUMMARY_NOTE),
         *slice_sections(main),

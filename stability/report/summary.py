@@ -54,8 +54,10 @@ def summary(trials: pd.DataFrame, split_by: Sequence[str], params: Sequence[str]
             factors: Sequence[str] = ()) -> dict[str, Any]:
     """The summary as plain data: `groups`, `ks` (model pairs), `ks_optimizers`,
     `patch_cos_sim_by_layer` (per group and block: n, median, q25, q75, mean; empty when the
-    study recorded none) and `factors` (per factor column: its levels and the groups split by it)."""
+    study recorded none), `factors` (per factor column: its levels and the groups split by it) and
+    `verdicts` (per pair of models, optimizer and epochs: the paired comparison, `analysis.verdicts`)."""
     from analysis import factor_levels, group_stats, ks_models, ks_optimizers, layer_similarity_table
+    from analysis.verdicts import verdicts
 
     split_by, params = list(split_by), list(params)
     return json_value({
@@ -66,4 +68,5 @@ def summary(trials: pd.DataFrame, split_by: Sequence[str], params: Sequence[str]
         "factors": [{"column": f, "levels": factor_levels(trials, f),
                      "groups": group_stats(trials, [*split_by, f], params, seed=seed).to_dict(orient="records")}
                     for f in factors],
+        "verdicts": verdicts(trials),
     })

@@ -41,6 +41,8 @@ TRIAL_COLUMNS: tuple[Column, ...] = (
     Column("epochs", pa.int64(), "config", "training length in epochs"),
     Column("seed", pa.int64(), "config", "seed of every random source of the trial"),
     Column("batch_size", pa.int64(), "config", "images per optimizer step"),
+    Column("point", pa.int64(), "config", "index of the sampled point within its optimizer's plan (paired across models)"),
+    Column("repeat", pa.int64(), "config", "seed index at that point (0 .. repeats-1)"),
     Column("status", pa.string(), "outcome", "ok, diverged or failed"),
     Column("top1_err", pa.float64(), "outcome", "top-1 error (%) at the last epoch"),
     Column("best_top1_err", pa.float64(), "outcome", "lowest top-1 error (%) of any epoch"),
@@ -93,6 +95,26 @@ def extra_column_type(values: list[Any]) -> pa.DataType:
     return pa.string()
 
 
+def recover_positions(trials, study_seed: int | None):
+    """`point` and `repeat` of results written before those columns existed, from the seed
+    (`study seed + 1000 * repeat + point`, as the plan sets it) and the saved spec's seed. Returns
+    the frame itself when nothing is missing, else a copy."""
+    missing = trials["point"].isna() if "point" in trials else None
+    if study_seed is None or trials.empty or (missing is not None and not missing.any()):
+        return trials
+    trials = trials.copy()
+    if missing is None:
+        trials["point"], trials["repeat"] = None, None
+        missing = trials["point"].isna()
+    rows = missing & trials["seed"].notna() if "seed" in trials else missing & False
+    offset = trials.loc[rows, "seed"].astype("int64") - int(study_seed)
+    trials.loc[rows, "point"] = offset % 1000
+    trials.loc[rows, "repeat"] = offset // 1000
+    for column in ("point", "repeat"):
+        trials[column] = trials[column].astype("int64" if trials[column].notna().all() else "Int64")
+    return trials
+
+
 def trial_schema(knob_columns: dict[str, pa.DataType]) -> pa.Schema:
     fields = [(c.name, c.type) for c in TRIAL_COLUMNS] + sorted(knob_columns.items())
     return pa.schema([pa.field(n, t) for n, t in fields], metadata={"stability_schema_version": str(SCHEMA_VERSION)})
@@ -107,7 +129,7 @@ def trial_row(study: str, cfg: TrialConfig, metrics: dict[str, Any]) -> dict[str
     row = {
         "study": study, "trial_id": cfg.trial_id, "model": cfg.model, "optimizer": cfg.optimizer,
         "lr": cfg.lr, "weight_decay": cfg.weight_decay, "epochs": cfg.epochs, "seed": cfg.seed,
-        "batch_size": cfg.train.batch_size,
+        "batch_size": cfg.train.batch_size, "point": cfg.point, "repeat": cfg.repeat,
     }
     row.update({k: metrics.get(k) for k in METRICS})
     row["error"] = metrics.get("error") or ""

@@ -36,7 +36,6 @@ import pyarrow.parquet as pq
 import yaml
 
 from stability.results.files import atomic_path, atomic_write_text
-from stability.results.storage import ObjectPath, StoragePath, arrow_source, delete_tree, location, move
 from stability.results.schema import (
     CURVE_COLUMNS,
     SCHEMA_VERSION,
@@ -44,10 +43,18 @@ from stability.results.schema import (
     cell,
     curve_schema,
     knob_column,
+    recover_positions,
     trial_schema,
 )
+from stability.results.storage import (
+    ObjectPath,
+    StoragePath,
+    arrow_source,
+    delete_tree,
+    location,
+    move,
+)
 from stability.spec import SpecError, StudySpec, parse_path, parse_spec
-
 
 DAMAGED_DIR = "damaged"
 
@@ -357,5 +364,7 @@ def read_study(path: str | os.PathLike | ObjectPath) -> StudyResults:
         curves = table.to_pandas()
     else:
         curves = pd.DataFrame({c.name: pd.Series(dtype="object") for c in CURVE_COLUMNS})
-    return StudyResults(path=path, trials=trials, curves=curves, spec=store.read_spec(),
-                        skipped=skipped + skipped_curves)
+    spec = store.read_spec()
+    study_seed = ((spec or {}).get("spec") or {}).get("seed") if isinstance(spec, dict) else None
+    trials = recover_positions(trials, study_seed)
+    return StudyResults(path=path, trials=trials, curves=curves, spec=spec, skipped=skipped + skipped_curves)

@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, model_validator
 
 OPTIMIZERS = ("adamw", "sgd")
 Number = Union[int, float]  # ints stay ints: trial ids hash the values as given
@@ -135,7 +135,14 @@ class Recipe(StrictModel):
 
 
 class TrialConfig(StrictModel):
-    """One fully resolved trial: a point of the study plus the recipe."""
+    """One fully resolved trial: a point of the study plus the recipe.
+
+    Where the plan put it (`point`: index of its sampled point within its optimizer's plan;
+    `repeat`: its seed index) is kept beside the fields, not in them, so it never enters the
+    trial id; the sampler sets it and the results row records it."""
+
+    _point: int | None = PrivateAttr(default=None)
+    _repeat: int | None = PrivateAttr(default=None)
 
     model: str = Field(description="model name from stability.models.list_models()")
     optimizer: Literal["adamw", "sgd"] = Field(description="adamw or sgd")
@@ -155,6 +162,19 @@ class TrialConfig(StrictModel):
         wrong = sorted(set(self.optimizer_args.given()) - set(valid))
         if wrong:
             raise ValueError(f"{self.optimizer} takes no {', '.join(wrong)}; its arguments: {', '.join(valid)}")
+        return self
+
+    @property
+    def point(self) -> int | None:
+        return self._point
+
+    @property
+    def repeat(self) -> int | None:
+        return self._repeat
+
+    def placed(self, point: int, repeat: int) -> "TrialConfig":
+        """This config, marked as the plan's `repeat`-th trial of sampled point `point`."""
+        self._point, self._repeat = point, repeat
         return self
 
     def optimizer_kwargs(self) -> dict[str, Any]:

@@ -1,0 +1,140 @@
+"""Verdicts: is model A easier to train than model B, and how sure are we?
+
+The studies are paired: every model sees the same sampled points. The unit of a verdict is the
+point: each model's error at a point is the mean over its usable repeats there (diverged trials
+count at their recorded error, failed ones are left out), so repeats never count twice. Per study,
+optimizer and epochs, for each pair of models `a` < `b` (alphabetically):
+
+- `p_a_better`: share of the paired points where a's error is lower (ties count one half), with
+  its 95% Wilson score interval (a percentile bootstrap collapses to [1, 1] on 8 of 8);
+- `wilcoxon_p`: the two-sided signed-rank test on the paired differences (zero differences,
+  e.g. two diverged trials at chance, dropped; None when every difference is zero);
+- `ks_D`, `ks_p`: the two-sample KS test on all usable trials of either model;
+- `decision`: "a" or "b" when the interval excludes one half and Wilcoxon p < 0.05, else
+  "undecided"; `sentence`: one line a person reads.
+
+Bouthillier et al. (2021) argue for P(A better than B) with its interval over a bare p-value; the
+paired signed-rank test uses that every model saw the same points.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.stats import ERROR, usable_trials
+
+ALPHA = 0.05
+Z95 = float(stats.norm.ppf(0.975))
+MIN_WILCOXON_POINTS = 6  # below 6 non-zero differences the two-sided exact p is never under 0.05
+
+
+def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (successes may be fractional: ties count one half)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def points_needed(p: float, z: float = Z95, limit: int = 100_000) -> int | None:
+    """Roughly how many paired points make the Wilson interval exclude one half at this share
+    (None when the share is one half, or more than `limit` would be needed)."""
+    if not math.isfinite(p) or p == 0.5:
+        return None
+    n = 1
+    while n <= limit:
+        lo, hi = wilson_interval(p * n, n, z)
+        if lo > 0.5 or hi < 0.5:
+            return n
+        n = n + 1 if n < 64 else int(n * 1.1)
+    return None
+
+
+def point_errors(trials: pd.DataFrame) -> pd.DataFrame:
+    """Mean usable error per (study, optimizer, epochs, model, point) over the repeats there."""
+    usable = usable_trials(trials)
+    if "point" not in usable or usable.empty:
+        return pd.DataFrame(columns=["study", "optimizer", "epochs", "model", "point", ERROR])
+    usable = usable[usable["point"].notna()]
+    keys = ["study", "optimizer", "epochs", "model", "point"]
+    return usable.groupby(keys, sort=True, dropna=False)[ERROR].mean().reset_index()
+
+
+def _wilcoxon(diffs: np.ndarray) -> float | None:
+    if not np.any(diffs != 0):
+        return None
+    return float(stats.wilcoxon(diffs, zero_method="wilcox").pvalue)
+
+
+def compare(a_err: pd.Series, b_err: pd.Series, a_all: np.ndarray, b_all: np.ndarray) -> dict[str, Any]:
+    """The statistics of one pair: errors by point (indexed alike) and all usable errors of each."""
+    paired = pd.concat([a_err.rename("a"), b_err.rename("b")], axis=1, join="inner").dropna()
+    diffs = (paired["a"] - paired["b"]).to_numpy(float)
+    n = len(diffs)
+    wins = float(np.sum(diffs < 0) + 0.5 * np.sum(diffs == 0))
+    share = wins / n if n else math.nan
+    lo, hi = wilson_interval(wins, n)
+    wilcoxon_p = _wilcoxon(diffs) if n else None
+    ks = stats.ks_2samp(a_all, b_all) if len(a_all) and len(b_all) else None
+    significant = wilcoxon_p is not None and wilcoxon_p < ALPHA
+    decision = "a" if significant and lo > 0.5 else "b" if significant and hi < 0.5 else "undecided"
+    return {
+        "n_pairs": n, "p_a_better": share, "p_a_better_ci": [lo, hi], "wilcoxon_p": wilcoxon_p,
+        "ks_D": float(ks.statistic) if ks is not None else None, "ks_p": float(ks.pvalue) if ks is not None else None,
+        "decision": decision, "nonzero_pairs": int(np.sum(diffs != 0)), "a_wins": int(np.sum(diffs < 0)),
+        "b_wins": int(np.sum(diffs > 0)), "ties": int(np.sum(diffs == 0)),
+        "mean_diff": float(diffs.mean()) if n else None, "points_needed": points_needed(share) if n else None,
+    }
+
+
+def _fmt_p(p: float | None) -> str:
+    return "n/a" if p is None else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
+
+
+def sentence(v: dict[str, Any]) -> str:
+    """One line that says the verdict, its numbers and, when undecided, what would decide it."""
+    a, b, where = v["a"], v["b"], f"under {v['optimizer']} at {v['epochs']} epochs"
+    lo, hi = v["p_a_better_ci"]
+    numbers = f"P = {v['p_a_better']:.2f} [{lo:.2f}, {hi:.2f}], Wilcoxon p = {_fmt_p(v['wilcoxon_p'])}"
+    if v["n_pairs"] == 0:
+        return f"{a} vs {b} {where}: no point where both have a usable trial"
+    if v["decision"] != "undecided":
+        winner, loser = (a, b) if v["decision"] == "a" else (b, a)
+        won = v["a_wins"] if v["decision"] == "a" else v["b_wins"]
+        return f"{winner} beats {loser} {where} on {won} of {v['n_pairs']} points ({numbers})"
+    ahead = a if v["p_a_better"] > 0.5 else b if v["p_a_better"] < 0.5 else None
+    lead = (f"{ahead} better on {v['a_wins'] if ahead == a else v['b_wins']} of {v['n_pairs']} points"
+            if ahead else f"even on {v['n_pairs']} points")
+    why = ""
+    if v["nonzero_pairs"] < MIN_WILCOXON_POINTS:
+        why = f"; with {v['nonzero_pairs']} non-zero differences Wilcoxon can never reach p < 0.05"
+    more = ""
+    if v["points_needed"] and v["points_needed"] > v["n_pairs"]:
+        more = f"; about {v['points_needed']} paired points would decide it at this rate"
+    return f"{a} vs {b} {where}: undecided, {lead} ({numbers}){why}{more}"
+
+
+def verdicts(trials: pd.DataFrame) -> list[dict[str, Any]]:
+    """One verdict per pair of models, per study, optimizer and epochs (module docstring)."""
+    by_point = point_errors(trials)
+    usable = usable_trials(trials)
+    out = []
+    for (study, optimizer, epochs), group in by_point.groupby(["study", "optimizer", "epochs"], sort=True):
+        models = sorted(group["model"].unique())
+        for a, b in combinations(models, 2):
+            errors = {m: group[group["model"] == m].set_index("point")[ERROR] for m in (a, b)}
+            rows = usable[(usable["study"] == study) & (usable["optimizer"] == optimizer) & (usable["epochs"] == epochs)]
+            all_errors = {m: rows.loc[rows["model"] == m, ERROR].to_numpy(float) for m in (a, b)}
+            v = {"study": study, "optimizer": optimizer, "epochs": int(epochs), "a": a, "b": b,
+                 **compare(errors[a], errors[b], all_errors[a], all_errors[b])}
+            v["sentence"] = sentence(v)
+            out.append(v)
+    return out

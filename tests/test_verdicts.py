@@ -1,0 +1,115 @@
+"""Verdicts against independent computations on paired designs the tests build."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis.verdicts import points_needed, verdicts, wilson_interval
+
+
+def trials_of(errors: dict[str, list[float]], repeats: int = 1, status=None, optimizer="adamw") -> pd.DataFrame:
+    """One row per model, point and repeat; `errors[model][point]` (repeats add +-0.1 around it)."""
+    rows = []
+    for model, per_point in errors.items():
+        for point, err in enumerate(per_point):
+            for repeat in range(repeats):
+                jitter = 0.0 if repeats == 1 else (0.1 if repeat % 2 else -0.1)
+                rows.append({"study": "s", "trial_id": f"{model}-{point}-{repeat}", "model": model,
+                             "optimizer": optimizer, "epochs": 15, "lr": 1e-3 * (point + 1), "weight_decay": 0.05,
+                             "seed": 1000 * repeat + point, "point": point, "repeat": repeat,
+                             "status": (status or {}).get((model, point, repeat), "ok"), "top1_err": err + jitter})
+    return pd.DataFrame(rows)
+
+
+def wilson_by_quadratic(k: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson bounds as the roots of (p_hat - p)^2 = z^2 p (1 - p) / n, solved independently."""
+    p_hat = k / n
+    a, b, c = 1 + z * z / n, -(2 * p_hat + z * z / n), p_hat * p_hat
+    lo, hi = sorted(np.roots([a, b, c]).real)
+    return max(0.0, lo), min(1.0, hi)
+
+
+@pytest.mark.parametrize("k,n", [(8, 8), (0, 8), (5, 8), (4.5, 9), (30, 64)])
+def test_wilson_interval_is_the_score_interval(k, n):
+    assert wilson_interval(k, n) == pytest.approx(wilson_by_quadratic(k, n), abs=1e-12)
+
+
+def test_a_model_better_at_every_point_wins_with_the_exact_numbers():
+    b = [20.0, 15.0, 30.0, 12.0, 18.0, 25.0, 40.0, 22.0]
+    a = [e - d for e, d in zip(b, [1, 2, 3, 4, 5, 6, 7, 8])]
+    [v] = verdicts(trials_of({"vit_c": a, "vit_p": b}))
+    assert (v["a"], v["b"], v["n_pairs"], v["p_a_better"]) == ("vit_c", "vit_p", 8, 1.0)
+    assert v["p_a_better_ci"] == pytest.approx(list(wilson_by_quadratic(8, 8)))
+    assert v["wilcoxon_p"] == pytest.approx(2 / 2 ** 8)  # exact: all 8 differences of one sign
+    ks = stats.ks_2samp(a, b)
+    assert (v["ks_D"], v["ks_p"]) == pytest.approx((ks.statistic, ks.pvalue))
+    assert v["decision"] == "a"
+    assert v["sentence"] == ("vit_c beats vit_p under adamw at 15 epochs on 8 of 8 points "
+                             "(P = 1.00 [0.68, 1.00], Wilcoxon p = 0.008)")
+
+
+def test_repeats_are_averaged_per_point_and_failed_trials_left_out():
+    a, b = [10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0], [10.5, 10.0, 12.5, 12.0, 14.5, 14.0, 17.0]
+    failed = {("a", 0, 1): "failed"}  # its error would not count; the point keeps its other repeat
+    frame = trials_of({"a": a, "b": b}, repeats=2, status=failed)
+    frame.loc[(frame["model"] == "a") & (frame["point"] == 0) & (frame["repeat"] == 1), "top1_err"] = 99.0
+    [v] = verdicts(frame)
+    means_a = [a[0] - 0.1] + a[1:]  # point 0: only repeat 0 (err - 0.1) is usable
+    diffs = np.array(means_a) - np.array(b)
+    assert v["n_pairs"] == 7  # points, not trials: repeats never count twice
+    assert v["a_wins"] == int((diffs < 0).sum()) and v["b_wins"] == int((diffs > 0).sum())
+    assert v["wilcoxon_p"] == pytest.approx(stats.wilcoxon(diffs, zero_method="wilcox").pvalue)
+    assert v["mean_diff"] == pytest.approx(diffs.mean())
+
+
+def test_ties_count_one_half_and_all_equal_is_undecided():
+    same = [5.0, 6.0, 7.0, 8.0]
+    [v] = verdicts(trials_of({"a": same, "b": same}))
+    assert v["p_a_better"] == 0.5 and v["wilcoxon_p"] is None and v["decision"] == "undecided"
+    [v] = verdicts(trials_of({"a": [1.0, 6.0, 7.0, 9.0], "b": [2.0, 6.0, 7.0, 8.0]}))
+    assert v["p_a_better"] == pytest.approx((1 + 0.5 * 2) / 4)
+
+
+def test_few_points_can_never_decide_and_the_sentence_says_so_and_how_many_would():
+    [v] = verdicts(trials_of({"a": [1.0, 2.0, 3.0, 4.0, 5.0], "b": [2.0, 3.0, 4.0, 5.0, 6.0]}))
+    assert v["decision"] == "undecided" and v["p_a_better"] == 1.0
+    assert v["wilcoxon_p"] == pytest.approx(2 / 2 ** 5) and v["wilcoxon_p"] > 0.05
+    assert "with 5 non-zero differences Wilcoxon can never reach p < 0.05" in v["sentence"]
+    n = points_needed(0.75)
+    assert wilson_by_quadratic(0.75 * n, n)[0] > 0.5 and wilson_by_quadratic(0.75 * (n - 1), n - 1)[0] <= 0.5
+
+
+def test_one_verdict_per_pair_optimizer_and_epochs():
+    frame = pd.concat([trials_of({"a": [1.0] * 6, "b": [2.0] * 6, "c": [3.0] * 6}),
+                       trials_of({"a": [1.0] * 6, "b": [2.0] * 6, "c": [3.0] * 6}, optimizer="sgd")])
+    found = {(v["optimizer"], v["a"], v["b"]) for v in verdicts(frame)}
+    assert found == {(o, x, y) for o in ("adamw", "sgd") for x, y in (("a", "b"), ("a", "c"), ("b", "c"))}
+    assert all(math.isfinite(v["p_a_better"]) for v in verdicts(frame))
+
+
+def test_the_report_opens_with_the_verdicts_and_json_carries_them(tmp_path):
+    import contextlib
+    import io
+    import json
+    import re
+
+    from stability.report.__main__ import main
+    from test_report import make_study
+
+    study = make_study(tmp_path / "runs")  # ViT_C more stable than ViT_P at the same points
+    out, stdout = tmp_path / "r.html", io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
+        assert main([str(study), "--out", str(out), "--json"]) == 0
+    found = json.loads(stdout.getvalue())["verdicts"]
+    assert {(v["optimizer"], v["a"], v["b"]) for v in found} == {("adamw", "vit_c_tiny", "vit_p_tiny"),
+                                                                  ("sgd", "vit_c_tiny", "vit_p_tiny")}
+    assert all(v["n_pairs"] == 8 for v in found)  # points recovered from the seeds of these rows
+    html = out.read_text()
+    assert re.findall(r'<section id="([^"]+)"', html)[0] == "verdicts"
+    for v in found:
+        assert v["sentence"] in html.replace("&#39;", "'")
