@@ -105,7 +105,12 @@ def test_the_report_opens_with_the_verdicts_and_json_carries_them(tmp_path):
     out, stdout = tmp_path / "r.html", io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
         assert main([str(study), "--out", str(out), "--json"]) == 0
-    found = json.loads(stdout.getvalue())["verdicts"]
+    data = json.loads(stdout.getvalue())
+    assert {"verdicts", "variance", "frontier", "edge_warnings", "importance"} <= set(data)
+    assert {(f["model"], f["optimizer"]) for f in data["frontier"]} == {(m, o) for m in ("vit_c_tiny", "vit_p_tiny")
+                                                                       for o in ("adamw", "sgd")}
+    assert all(set(i["knobs"]) <= {"lr", "weight_decay"} for i in data["importance"])
+    found = data["verdicts"]
     assert {(v["optimizer"], v["a"], v["b"]) for v in found} == {("adamw", "vit_c_tiny", "vit_p_tiny"),
                                                                   ("sgd", "vit_c_tiny", "vit_p_tiny")}
     assert all(v["n_pairs"] == 8 for v in found)  # points recovered from the seeds of these rows

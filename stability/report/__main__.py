@@ -73,7 +73,8 @@ def report(argv: list[str] | None = None) -> int:
     check_split_by(trials, args.split_by)
     out = out_path(args)  # before the statistics and figures are computed
     params = sampled_params(trials, records)
-    data = summary(trials, args.split_by, params, args.seed, factors(trials, args.split_by, params))
+    knobs = [knob for rec in records for knob in rec.get("knobs") or []]
+    data = summary(trials, args.split_by, params, args.seed, factors(trials, args.split_by, params), knobs)
     page = build_page(trials, curves, records, data, args.split_by, params, args.seed)
     try:
         atomic_write_text(out, render(page))

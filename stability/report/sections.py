@@ -9,7 +9,7 @@ import pandas as pd
 
 import analysis as an
 from stability.report.figures import EPOCHS, FACTOR, LAYERS, OPTIMIZERS, SLICE, Arms, arms, draw
-from stability.report.page import Heading, Page, Section, Verdict
+from stability.report.page import Heading, Note, Page, Section, Verdict
 from stability.report.tables import failed_table, ks_table, spec_listings, summary_table
 
 SUMMARY_NOTE = ("Per group, over every trial that did not fail (diverged trials count at their recorded error). "
@@ -105,12 +105,16 @@ VERDICT_NOTE = ("Paired over the sampled points (every model saw the same ones):
                 "and p < 0.05.")
 
 
-def verdict_section(verdicts: Sequence[dict[str, Any]]) -> list[Section]:
-    """The verdict card: one sentence per pair of models, decided ones first; it opens the page."""
-    if not verdicts:
+def verdict_section(verdicts: Sequence[dict[str, Any]], edges: Sequence[dict[str, Any]] = ()) -> list[Section]:
+    """The verdict card: one sentence per pair of models, decided ones first, then the best trials
+    found at the edge of their search range (the box, not the model, may have decided); it opens the page."""
+    if not verdicts and not edges:
         return []
     ordered = sorted(verdicts, key=lambda v: (v["decision"] == "undecided", v["study"], v["optimizer"], v["epochs"]))
-    return [Section("verdicts", "Verdicts", "Verdicts", [Verdict(v["sentence"], v["decision"] != "undecided") for v in ordered], note=VERDICT_NOTE)]
+    blocks: list = [Verdict(v["sentence"], v["decision"] != "undecided") for v in ordered]
+    blocks += [Note(f"edge of the range: the best {e['model']} trial under {e['optimizer']} at {e['epochs']} epochs "
+                    f"has {e['knob']} in the {e['edge']} 10% of its range") for e in edges]
+    return [Section("verdicts", "Verdicts", "Verdicts", blocks, note=VERDICT_NOTE)]
 
 
 def _header(trials: pd.DataFrame, records: Sequence[dict[str, Any]]) -> tuple[str, list[str]]:
@@ -134,7 +138,7 @@ def build_page(trials: pd.DataFrame, curves: pd.DataFrame, records: Sequence[dic
     multi_study = trials["study"].nunique() > 1
     title, subtitle = _header(trials, records)
     return Page(title, subtitle, [
-        *verdict_section(data.get("verdicts") or []),
+        *verdict_section(data.get("verdicts") or [], data.get("edge_warnings") or []),
         Section("summary", "Summary", "Summary", [summary_table(data["groups"], split_by, params, multi_study)],
                 note=SUMMARY_NOTE),
         *slice_sections(main),

@@ -51,11 +51,18 @@ def _json_key(key: Any) -> str:
 
 
 def summary(trials: pd.DataFrame, split_by: Sequence[str], params: Sequence[str], seed: int = 0,
-            factors: Sequence[str] = ()) -> dict[str, Any]:
+            factors: Sequence[str] = (), knobs: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The summary as plain data: `groups`, `ks` (model pairs), `ks_optimizers`,
     `patch_cos_sim_by_layer` (per group and block: n, median, q25, q75, mean; empty when the
     study recorded none), `factors` (per factor column: its levels and the groups split by it) and
-    `verdicts` (per pair of models, optimizer and epochs: the paired comparison, `analysis.verdicts`)."""
+    `verdicts` (per pair of models, optimizer and epochs: the paired comparison, `analysis.verdicts`),
+    `variance` (seed noise against the hyper-parameters' spread, groups with repeats), `frontier`
+    (the largest stable lr), `edge_warnings` (best trials at the edge of a sampled range; `knobs`:
+    study.yaml's knob records) and `importance` (which knob the error depends on, Optuna PED-ANOVA)."""
+    from analysis.edges import edge_warnings
+    from analysis.frontier import stability_frontier
+    from analysis.importance import importance
+    from analysis.noise import seed_variance
     from analysis import factor_levels, group_stats, ks_models, ks_optimizers, layer_similarity_table
     from analysis.verdicts import verdicts
 
@@ -69,4 +76,8 @@ def summary(trials: pd.DataFrame, split_by: Sequence[str], params: Sequence[str]
                      "groups": group_stats(trials, [*split_by, f], params, seed=seed).to_dict(orient="records")}
                     for f in factors],
         "verdicts": verdicts(trials),
+        "variance": seed_variance(trials),
+        "frontier": stability_frontier(trials, seed=seed),
+        "edge_warnings": edge_warnings(trials, list(knobs)),
+        "importance": importance(trials, list(knobs), seed=seed),
     })

@@ -12,14 +12,11 @@ finished ones are kept, the resume command is printed, and the exit code is 130 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import shlex
 import signal
 import sys
-import threading
 from pathlib import Path
-from typing import Iterator
 
 from stability.cli import UsageError, fail
 from stability.spec import (
@@ -39,9 +36,7 @@ from stability.sweep.checks import (
     check_storage,
 )
 from stability.sweep.errors import storage_errors
-
-EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C)
-EXIT_TERMINATED = 143  # SIGTERM
+from stability.sweep.signals import EXIT_INTERRUPTED, StopSignals
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--storage", default="runs", help="results folder or pyarrow.fs URI (e.g. s3://bucket/runs, a custom endpoint in its query: "
                    "?endpoint_override=host:port); the study writes <storage>/<name>/ (default: ./runs)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted study from its saved study.yaml")
+    p.add_argument("--add-samples", type=_positive, default=None, metavar="N",
+                   help="extend a study by N more points per optimizer: the sequence continues, finished trials keep "
+                        "their ids and results, only the new trials run (not for grid studies)")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key, dotted (e.g. samples=16, train.mixup=0.8); repeatable")
     p.add_argument("--dry-run", action="store_true", help="validate and print the trial plan as JSON; start nothing")
@@ -68,6 +66,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and tables")
     return p.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def extended(saved_spec: StudySpec | None, saved: dict, saved_path, add: int) -> StudySpec:
+    """The saved study with `add` more points per optimizer: Sobol and random draws continue their
+    sequence, so its first points, and the trials on them, are those of the saved study."""
+    import yaml
+
+    if saved_spec is None:
+        raise UsageError(f"--add-samples: {saved_path} holds a spec this version cannot read; extend it with the "
+                         f"version that wrote it")
+    if saved_spec.sampler == "grid":
+        raise UsageError("--add-samples: a grid study does not extend (a finer grid is another lattice); plan a new "
+                         "study with --set samples=... --set name=...")
+    return parse_spec(yaml.safe_dump(saved), str(saved_path), [f"samples={saved_spec.samples + add}"])
 
 
 def resolve_spec(args: argparse.Namespace, spec: StudySpec | None = None) -> StudySpec:
@@ -90,94 +112,17 @@ def resolve_spec(args: argparse.Namespace, spec: StudySpec | None = None) -> Stu
             saved_spec = parse_spec(yaml.safe_dump(saved), str(saved_path))
         except SpecError:
             saved_spec = None
+        if args.add_samples:
+            return extended(saved_spec, saved, saved_path, args.add_samples)
         if (saved_spec.resolved() if saved_spec is not None else saved) != spec.resolved():
             if not args.resume:
                 raise UsageError(f"{saved_path.parent} holds results of a different spec named {spec.name!r}; "
                                  f"use --resume to finish it, another --set name=..., or another --storage")
             spec = saved_spec or parse_spec(yaml.safe_dump(saved), str(saved_path))
-    elif args.resume:
-        raise UsageError(f"nothing to resume: {saved_path} does not exist")
+    elif args.resume or args.add_samples:
+        verb = "resume" if args.resume else "extend"
+        raise UsageError(f"nothing to {verb}: {saved_path} does not exist")
     return spec
-
-
-class StopSignals:
-    """SIGINT and SIGTERM take one path while a sweep runs. Inside Ray Tune's `fit` (`in_tune`), a
-    SIGTERM is handed to the SIGINT handler Tune installs there, which stops the trials and returns;
-    elsewhere it raises KeyboardInterrupt, as SIGINT does. The first signal sets the exit code."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.in_tune = False
-        self.defer = False
-        self._previous: dict[int, object] = {}
-
-    def exit_code(self) -> int:
-        return EXIT_TERMINATED if self.signum == signal.SIGTERM else EXIT_INTERRUPTED
-
-    def _on_term(self, signum, frame) -> None:
-        self.signum = self.signum or signum
-        if self.defer:
-            return
-        handler = signal.getsignal(signal.SIGINT)
-        if self.in_tune and callable(handler) and handler is not signal.default_int_handler:
-            handler(signal.SIGINT, frame)
-            return
-        raise KeyboardInterrupt
-
-    def install(self) -> None:
-        """(Re)install the SIGTERM handler."""
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, self._on_term)
-            # a system call of Ray's native code is restarted, not failed with EINTR; the handler runs
-            # when the call returns to Python
-            signal.siginterrupt(signal.SIGTERM, False)
-            self._previous.setdefault(signal.SIGTERM, previous)
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        """Around `ray.init`: it installs SIGTERM handlers of its own (one exits 15, a local instance's
-        exits 1, both without the resume command), and a stop in the middle of it leaves Ray half
-        started (its shutdown then aborts). Here this sweep's handler stays installed, a SIGTERM is
-        only noted, and it takes effect (KeyboardInterrupt) once `ray.init` has returned."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        real = signal.signal
-
-        def keep_ours(signum, handler):
-            if signum == signal.SIGTERM:
-                return signal.getsignal(signum)
-            return real(signum, handler)
-
-        self.defer = True
-        signal.signal = keep_ours  # ray.init calls signal.signal(SIGTERM, ...) through the module
-        try:
-            yield
-        finally:
-            signal.signal = real
-            self.defer = False
-            self.install()  # again: Ray's native (C++) handler may have replaced it below Python
-        if self.signum is not None:
-            raise KeyboardInterrupt
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-
-    @contextlib.contextmanager
-    def tune(self) -> Iterator[None]:
-        """Around Tune's fit: SIGTERM goes to Tune's SIGINT handler; Tune's handler (which stays
-        installed after fit returns and ignores a later Ctrl-C) is replaced by the previous one."""
-        on_main = threading.current_thread() is threading.main_thread()
-        previous = signal.getsignal(signal.SIGINT)
-        self.in_tune = True
-        try:
-            yield
-        finally:
-            self.in_tune = False
-            if on_main and previous is not None:
-                signal.signal(signal.SIGINT, previous)
 
 
 def storage_root(storage: str):
@@ -246,7 +191,7 @@ def sweep(argv: list[str] | None = None) -> int:
         return 0
     spec = load_spec(args.study, args.assignments)
     if args.dry_run:  # takes no lock and writes nothing
-        return dry_run(resolve_spec(args, spec))
+        return dry_run(resolve_spec(args, spec), args.add_samples)
     root = storage_root(args.storage) / spec.name
     check_storage(root)
     created = _absent_folders(root)
@@ -284,14 +229,19 @@ def sweep(argv: list[str] | None = None) -> int:
         _remove_if_empty(created)
 
 
-def dry_run(spec: StudySpec) -> int:
-    """Validate and print the plan as JSON; a missing dataset is a warning (the data may come later)."""
+def dry_run(spec: StudySpec, add_samples: int | None = None) -> int:
+    """Validate and print the plan as JSON; a missing dataset is a warning (the data may come later).
+    With --add-samples, `added` counts the trials the extension adds."""
     from stability.sampling import plan_summary, plan_trials
 
     check_names(spec)
     plan = plan_trials(spec)
     check_factors(plan, spec.resources.workers_per_trial)
     summary = plan_summary(spec, plan)
+    if add_samples:
+        before = {cfg.trial_id for cfg in plan_trials(spec.model_copy(update={"samples": spec.samples - add_samples}))}
+        summary["added"] = {"samples": [spec.samples - add_samples, spec.samples],
+                            "trials": sum(cfg.trial_id not in before for cfg in plan)}
     try:
         check_data(spec)
     except SpecError as exc:

@@ -88,7 +88,12 @@ def check_trials(plan: list[TrialConfig], workers_per_trial: int = 1) -> None:
     size): the image size against the dataset's range and the model's patches and stem, model_args
     against what the model's builder accepts, dataset.options against the loader's, and the batch
     size against the workers and the training-set size."""
-    from stability.data.checks import DatasetError, check_batch_size, check_dataset_options, resolve_img_size
+    from stability.data.checks import (
+        DatasetError,
+        check_batch_size,
+        check_dataset_options,
+        resolve_img_size,
+    )
     from stability.models.catalog import check_model_args, check_model_input
 
     seen: set[str] = set()

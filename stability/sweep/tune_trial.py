@@ -20,7 +20,6 @@ from stability.sweep.teachers import teacher_key
 from stability.train.checkpoint import from_bytes
 
 
-
 def _report_to(report: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
     return lambda point: report({**point, FINAL: False})
 
@@ -53,9 +52,8 @@ def trial_checkpoint(config: dict[str, Any], cfgs: list[TrialConfig]):
     where = config.get("checkpoints")
     if not where or where["every"] == 0:
         return None
-    from stability.train.state import CheckpointPolicy, TrialCheckpoint
-
     from stability.results.storage import location
+    from stability.train.state import CheckpointPolicy, TrialCheckpoint
 
     return TrialCheckpoint(location(where["root"]) / group_key(cfgs), CheckpointPolicy(every_epochs=where["every"]))
 
