@@ -14,7 +14,7 @@ import pytest
 from scipy.special import logit
 from sklearn.linear_model import LogisticRegression
 
-from analysis.expected_best import (
+from analysis.best_of_k import (
     expected_best_weights_with_replacement,
     expected_best_with_replacement,
 )
@@ -204,6 +204,6 @@ def test_with_replacement_lies_above_the_unbiased_estimate():
 
 
 def test_the_new_modules_load_neither_torch_nor_ray():
-    code = ("import sys, analysis.noise, analysis.frontier, analysis.expected_best, analysis.edges, "
+    code = ("import sys, analysis.noise, analysis.frontier, analysis.best_of_k, analysis.edges, "
             "analysis.importance; bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)

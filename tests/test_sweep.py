@@ -19,7 +19,7 @@ from stability.spec import load_spec
 
 TINY = str(TESTS / "data" / "tiny.yaml")
 TRIAL_COLUMNS = ["study", "trial_id", "model", "optimizer", "lr", "weight_decay", "epochs", "seed", "batch_size",
-                 "status", "top1_err", "best_top1_err", "train_loss", "wall_time_s", "images_per_s", "params",
+                 "point", "repeat", "status", "top1_err", "best_top1_err", "train_loss", "wall_time_s", "images_per_s", "params",
                  "gflops", "patch_cos_sim", "error"]
 CURVE_COLUMNS = ["study", "trial_id", "epoch", "train_loss", "top1_err", "lr", "elapsed_s"]
 
@@ -71,6 +71,8 @@ def test_sweep_on_cluster_writes_schema_and_reruns_add_nothing(ray_cluster, tmp_
     assert list(curves.columns) == CURVE_COLUMNS
     plan = plan_trials(load_spec(TINY))
     assert sorted(trials["trial_id"]) == sorted(c.trial_id for c in plan)
+    positions = trials.set_index("trial_id")[["point", "repeat"]].apply(tuple, axis=1).to_dict()
+    assert positions == {c.trial_id: (c.point, c.repeat) for c in plan}  # where the plan put each trial
     assert set(trials["status"]) <= {"ok", "diverged"}
     assert len(curves) == 2 * len(trials) and set(curves["epoch"]) == {1, 2}
     assert not curves.duplicated(["trial_id", "epoch"]).any() and set(curves["trial_id"]) == set(trials["trial_id"])
@@ -152,6 +154,8 @@ def test_fused_trials_write_one_row_each(ray_cluster, tmp_path):
     assert "fused trials: 16 trials in 12 processes (8 alone" in out.stderr
     trials = pd.read_parquet(tmp_path / "fused" / "trials.parquet")
     assert sorted(trials["trial_id"]) == sorted(c.trial_id for c in plan)
+    positions = trials.set_index("trial_id")[["point", "repeat"]].apply(tuple, axis=1).to_dict()
+    assert positions == {c.trial_id: (c.point, c.repeat) for c in plan}  # where the plan put each trial
     assert set(trials["status"]) <= {"ok", "diverged"} and (trials["mixup"] == 0).sum() >= 2
     curves = pd.read_parquet(tmp_path / "fused" / "curves.parquet")
     assert len(curves) == 2 * len(plan) and not curves.duplicated(["trial_id", "epoch"]).any()
