@@ -57,15 +57,14 @@ def write_target(path: str | os.PathLike) -> Path:
     raise NotARegularFileError(code, f"is {kind}; give a regular file", str(path))
 
 
-def check_writable(path: str | os.PathLike) -> Path:
-    """Fail before any work when an atomic write of `path` could not happen: the target is not a
-    regular file, or its folder (the nearest one that exists) refuses a new file. Returns the
-    target. A real probe: a folder can pass permission checks that the file system still refuses."""
-    target = write_target(path)
-    if isinstance(target, ObjectPath):  # one small PUT and its delete
-        probe(target.parent)
-        return target
-    folder = target.absolute().parent
+def probe_folder(folder) -> None:
+    """A real write probe of `folder` (a folder can pass permission checks that the file system
+    still refuses): on an object store one small PUT and its delete; on a disk a temporary file in
+    the nearest folder that exists. An OSError names the folder, not the probe's random name."""
+    if isinstance(folder, ObjectPath):
+        probe(folder)
+        return
+    folder = Path(folder).absolute()
     while not folder.exists():
         folder = folder.parent
     if not folder.is_dir():
@@ -73,8 +72,15 @@ def check_writable(path: str | os.PathLike) -> Path:
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
-    except OSError as exc:  # named by the folder, not by the probe's random name
+    except OSError as exc:
         raise OSError(exc.errno, exc.strerror, str(folder)) from None
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fail before any work when an atomic write of `path` could not happen: the target is not a
+    regular file, or its folder refuses a new file (`probe_folder`). Returns the target."""
+    target = write_target(path)
+    probe_folder(target.parent)
     return target
 
 

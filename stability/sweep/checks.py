@@ -6,13 +6,12 @@ only to open a teacher checkpoint named by path; the rest reads torch-free table
 
 from __future__ import annotations
 
-import difflib
 import json
 import socket
-import tempfile
 
 from stability.cli import UsageError
 from stability.spec import SpecError, StudySpec, TrialConfig, TrialSetupError
+from stability.spec.errors import did_you_mean
 from stability.sweep.teachers import teacher_is_checkpoint
 
 
@@ -24,9 +23,8 @@ def check_names(spec: StudySpec) -> None:
     known = list_models()
     for entry in spec.model_entries():
         if entry.name not in known:
-            hint = difflib.get_close_matches(entry.name, known, n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise SpecError(f"models: unknown model {entry.name!r}{extra}; choose from: {', '.join(known)}")
+            raise SpecError(f"models: unknown model {entry.name!r}{did_you_mean(entry.name, known)}; "
+                            f"choose from: {', '.join(known)}")
         for opt in entry.optimizers:
             if opt not in spec.optimizers:
                 raise SpecError(f"models.{entry.name}.optimizers: {opt!r} is not one of the study's optimizers {sorted(spec.optimizers)}")
@@ -115,31 +113,21 @@ def check_trials(plan: list[TrialConfig], workers_per_trial: int = 1) -> None:
 
 
 def check_storage(root) -> None:
-    """Fail before any work if the study folder cannot be written (a real probe: root passes
-    permission checks that the file system still refuses). On an object store (`root` an
-    ObjectPath) the probe is one small PUT and its delete; a missing bucket or missing or refused
+    """Fail before any work if the study folder cannot be written (`files.probe_folder`: a real
+    probe). On an object store (`root` an ObjectPath) a missing bucket or missing or refused
     credentials end the run in one line."""
-    from stability.results.storage import ObjectPath, probe
+    from stability.results.files import probe_folder
+    from stability.results.storage import ObjectPath
 
-    if isinstance(root, ObjectPath):
-        try:
-            probe(root)
-        except (OSError, ValueError) as exc:  # pyarrow: OSError (missing bucket, refused credentials), ArrowInvalid
+    try:
+        probe_folder(root)
+    except (OSError, ValueError) as exc:  # pyarrow: OSError (missing bucket, refused credentials), ArrowInvalid
+        if isinstance(root, ObjectPath):
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UsageError(f"--storage: cannot write to {root}: {first}; check that the bucket exists and that "
                              f"the store's credentials are set in the environment") from None
-        return
-    parent = root.absolute()
-    while not parent.exists():
-        parent = parent.parent
-    try:
-        if not parent.is_dir():
-            raise NotADirectoryError(f"{parent} is not a folder")
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as exc:
-        raise UsageError(f"--storage: cannot write to {parent} (needed for {root}): "
-                         f"{exc.strerror or exc}; choose a writable folder") from None
+        raise UsageError(f"--storage: cannot write to {getattr(exc, 'filename', None) or root} (needed for {root}): "
+                         f"{getattr(exc, 'strerror', None) or exc}; choose a writable folder") from None
 
 
 def check_address(address: str) -> None:
