@@ -37,7 +37,7 @@ from stability.spec import (
     validation_message,
 )
 from stability.spec.knobs import nest
-from stability.spec.trial import SEED_LIMIT
+from stability.spec.trial import SEED_LIMIT, trial_seed
 
 MAX_TRIALS = 1_000_000  # a planned trial costs ~7 kB and ~0.1 ms: the largest plan takes ~7 GB and ~2 min
 _FLOAT_SAFE = 10**300  # samples beyond this cannot be raised to a fractional power as a float
@@ -133,7 +133,7 @@ def check_plan(spec: StudySpec) -> int:
     if trials > MAX_TRIALS:
         raise SpecError(f"study {spec.name}: the plan has {_count_text(trials)} trials; the limit is {MAX_TRIALS:,}: lower samples, "
                         f"repeats, epochs or models" + (" (or the knobs sampled on the grid)" if spec.sampler == "grid" else ""))
-    top_seed = spec.seed + 1000 * (spec.repeats - 1) + max(points_per_optimizer(spec).values()) - 1
+    top_seed = trial_seed(spec.seed, max(points_per_optimizer(spec).values()) - 1, spec.repeats - 1)
     if top_seed >= SEED_LIMIT:
         raise SpecError(f"study {spec.name}: seed: trial seeds (seed + 1000*repeat + point) reach {top_seed:,}, over the int64 limit 2**63 - 1: "
                         f"lower seed")
@@ -162,11 +162,6 @@ def plan_trials(spec: StudySpec) -> list[TrialConfig]:
                         plan.append(_trial(spec, entry.name, optimizer, knobs, epochs, trial_seed(spec.seed, point, repeat))
                                     .placed(point, repeat))
     return plan
-
-
-def trial_seed(study_seed: int, point: int, repeat: int) -> int:
-    """The seed of the `repeat`-th trial at sampled point `point`."""
-    return study_seed + 1000 * repeat + point
 
 
 def _resolve(knobs: dict[KnobPath, Any], sampled: list[KnobPath], u: np.ndarray) -> dict[KnobPath, Any]:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from stability.spec.trial import TrialConfig
+from stability.spec.trial import SEED_STRIDE, TrialConfig
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "diverged", "failed")
@@ -97,7 +97,7 @@ def extra_column_type(values: list[Any]) -> pa.DataType:
 
 def recover_positions(trials, study_seed: int | None):
     """`point` and `repeat` of results written before those columns existed, from the seed
-    (`study seed + 1000 * repeat + point`, as the plan sets it) and the saved spec's seed. Returns
+    (`spec.trial.trial_seed`: study seed + SEED_STRIDE * repeat + point) and the saved spec's seed. Returns
     the frame itself when nothing is missing, else a copy."""
     missing = trials["point"].isna() if "point" in trials else None
     if study_seed is None or trials.empty or (missing is not None and not missing.any()):
@@ -108,8 +108,8 @@ def recover_positions(trials, study_seed: int | None):
         missing = trials["point"].isna()
     rows = missing & trials["seed"].notna() if "seed" in trials else missing & False
     offset = trials.loc[rows, "seed"].astype("int64") - int(study_seed)
-    trials.loc[rows, "point"] = offset % 1000
-    trials.loc[rows, "repeat"] = offset // 1000
+    trials.loc[rows, "point"] = offset % SEED_STRIDE
+    trials.loc[rows, "repeat"] = offset // SEED_STRIDE
     for column in ("point", "repeat"):
         trials[column] = trials[column].astype("int64" if trials[column].notna().all() else "Int64")
     return trials

@@ -31,6 +31,7 @@ from stability.spec.trial import (
     OPTIMIZER_DEFAULTS,
     OPTIMIZERS,
     SEED_LIMIT,
+    trial_seed,
     DatasetConfig,
     Recipe,
     StrictModel,
@@ -297,7 +298,7 @@ class StudySpec(StrictModel):
 
     @model_validator(mode="after")
     def _trial_seeds_fit(self) -> "StudySpec":
-        top = self.seed + 1000 * self.repeats + self.samples
+        top = trial_seed(self.seed, self.samples, self.repeats)
         if top >= SEED_LIMIT:
             raise ValueError(f"seed: trial seeds are seed + 1000*repeat + point and must stay below 2**63; "
                              f"seed + 1000*repeats + samples is {short(top)}: lower seed")

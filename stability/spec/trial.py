@@ -16,6 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, mod
 OPTIMIZERS = ("adamw", "sgd")
 Number = Union[int, float]  # ints stay ints: trial ids hash the values as given
 SEED_LIMIT = 2**63  # seeds are int64 in the results and seed torch's generators
+SEED_STRIDE = 1000  # a trial's seed: study seed + SEED_STRIDE * repeat + point
+
+
+def trial_seed(study_seed: int, point: int, repeat: int) -> int:
+    """The seed of the `repeat`-th trial at sampled point `point` (results written before the
+    `point` and `repeat` columns are read back by inverting it)."""
+    return study_seed + SEED_STRIDE * repeat + point
 
 
 class StrictModel(BaseModel):
