@@ -129,10 +129,10 @@ def verdicts(trials: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     for (study, optimizer, epochs), group in by_point.groupby(["study", "optimizer", "epochs"], sort=True):
         models = sorted(group["model"].unique())
+        rows = usable[(usable["study"] == study) & (usable["optimizer"] == optimizer) & (usable["epochs"] == epochs)]
+        errors = {m: group[group["model"] == m].set_index("point")[ERROR] for m in models}
+        all_errors = {m: rows.loc[rows["model"] == m, ERROR].to_numpy(float) for m in models}
         for a, b in combinations(models, 2):
-            errors = {m: group[group["model"] == m].set_index("point")[ERROR] for m in (a, b)}
-            rows = usable[(usable["study"] == study) & (usable["optimizer"] == optimizer) & (usable["epochs"] == epochs)]
-            all_errors = {m: rows.loc[rows["model"] == m, ERROR].to_numpy(float) for m in (a, b)}
             v = {"study": study, "optimizer": optimizer, "epochs": int(epochs), "a": a, "b": b,
                  **compare(errors[a], errors[b], all_errors[a], all_errors[b])}
             v["sentence"] = sentence(v)
