@@ -62,41 +62,26 @@ def test_a_killed_worker_is_retried_and_the_study_completes(ray_cluster, tmp_pat
     assert not curves.duplicated(["trial_id", "epoch"]).any()  # the retried trial's curve starts afresh
 
 
-def test_ctrl_c_keeps_finished_trials_prints_resume_and_exits_130(ray_cluster, tmp_path):
+@pytest.mark.parametrize("signum, code, name", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c-130", "sigterm-143"])
+def test_a_stop_signal_keeps_finished_trials_prints_resume_and_exits_with_its_code(signum, code, name, ray_cluster,
+                                                                                     tmp_path):
+    """Ctrl-C, and SIGTERM (a scheduler's stop, `kill`), take one path: the trials stop, finished ones are
+    kept, the resume command is printed and the study lock released; no Ray signal dump, no traceback."""
     args = [sys.executable, "-m", "stability.sweep", TINY, "--address", ray_cluster["address"],
-            "--storage", str(tmp_path), "--set", "name=interrupted", "--set", "epochs=3", "--set", "samples=2"]
+            "--storage", str(tmp_path), "--set", f"name={name}", "--set", "epochs=3", "--set", "samples=2"]
     driver = subprocess.Popen(args, cwd=REPO, env=ray_cluster["env"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    trials_dir = tmp_path / "interrupted" / "trials.parquet"
+    trials_dir = tmp_path / name / "trials.parquet"
     try:
         assert wait_for(lambda: trials_dir.is_dir() and any(trials_dir.glob("*.parquet")), timeout=300)
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(signum)
         _, err = driver.communicate(timeout=120)
     finally:
         driver.kill()
-    assert driver.returncode == 130, err[-3000:]
-    assert "--resume" in err
-    kept = pd.read_parquet(trials_dir)
-    assert 1 <= len(kept) < 8 and kept["trial_id"].is_unique
-
-
-def test_sigterm_takes_the_ctrl_c_path_and_exits_143(ray_cluster, tmp_path):
-    """SIGTERM (a scheduler's stop, `kill`): the trials stop, finished ones are kept, the resume command
-    is printed and the study lock released; no Ray signal dump, no traceback."""
-    args = [sys.executable, "-m", "stability.sweep", TINY, "--address", ray_cluster["address"],
-            "--storage", str(tmp_path), "--set", "name=terminated", "--set", "epochs=3", "--set", "samples=2"]
-    driver = subprocess.Popen(args, cwd=REPO, env=ray_cluster["env"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    trials_dir = tmp_path / "terminated" / "trials.parquet"
-    try:
-        assert wait_for(lambda: trials_dir.is_dir() and any(trials_dir.glob("*.parquet")), timeout=300)
-        driver.send_signal(signal.SIGTERM)
-        _, err = driver.communicate(timeout=120)
-    finally:
-        driver.kill()
-    assert driver.returncode == 143, err[-3000:]
+    assert driver.returncode == code, err[-3000:]
     assert f"python -m stability.sweep {TINY} --storage {tmp_path} --address {ray_cluster['address']} --resume" in err
     assert "Traceback" not in err and "SIGTERM" not in err
     kept = pd.read_parquet(trials_dir)
     assert 1 <= len(kept) < 8 and kept["trial_id"].is_unique
-    assert not (tmp_path / "terminated" / ".lock").exists()
+    assert not (tmp_path / name / ".lock").exists()
