@@ -75,6 +75,12 @@ def cluster_pids(ray_tmp: str) -> dict[int, bytes]:
     return {pid: cmdlines[pid] for pid in members}
 
 
+def trial_workers(ray_tmp: str) -> list[int]:
+    """The trial processes (Ray Tune function trainables) of this test's cluster only: another job's
+    cluster on the same machine has other processes of the same name."""
+    return sorted(pid for pid, cmdline in cluster_pids(ray_tmp).items() if cmdline.startswith(b"ray::ImplicitFunc"))
+
+
 def _program(cmdline: bytes) -> str:
     return os.path.basename(cmdline.split(b"\0", 1)[0].decode(errors="replace"))
 

@@ -11,7 +11,7 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import REPO, TESTS, cluster_pids, run_cli, wait_for
+from conftest import REPO, TESTS, cluster_pids, run_cli, trial_workers, wait_for
 
 TINY = str(TESTS / "data" / "tiny.yaml")
 pytestmark = pytest.mark.ray
@@ -34,12 +34,6 @@ def test_crashing_trials_are_retried_then_recorded_failed_and_many_finish_at_onc
     assert f"{len(failed)} trial(s) failed" in out.stderr
 
 
-def _trial_workers(ray_tmp: str) -> list[int]:
-    """The trial processes (Ray Tune function trainables) of this test's cluster only: another job's
-    cluster on the same machine has other processes of the same name."""
-    return sorted(pid for pid, cmdline in cluster_pids(ray_tmp).items() if cmdline.startswith(b"ray::ImplicitFunc"))
-
-
 def test_a_killed_worker_is_retried_and_the_study_completes(ray_cluster, tmp_path):
     args = [sys.executable, "-m", "stability.sweep", TINY, "--address", ray_cluster["address"],
             "--storage", str(tmp_path), "--set", "name=killed", "--set", "samples=1", "--set", "epochs=4",
@@ -48,8 +42,8 @@ def test_a_killed_worker_is_retried_and_the_study_completes(ray_cluster, tmp_pat
                               stderr=subprocess.PIPE, text=True)
     try:
         tmp = ray_cluster["tmpdir"]
-        assert wait_for(lambda: _trial_workers(tmp), timeout=120), "no trial worker appeared"
-        victim = _trial_workers(tmp)[0]
+        assert wait_for(lambda: trial_workers(tmp), timeout=120), "no trial worker appeared"
+        victim = trial_workers(tmp)[0]
         assert victim in cluster_pids(tmp) and victim != driver.pid
         os.kill(victim, signal.SIGKILL)
         _, err = driver.communicate(timeout=300)

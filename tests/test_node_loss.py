@@ -17,7 +17,7 @@ import tempfile
 
 import pytest
 
-from conftest import _program, cluster_pids, free_port, ray_bin, stop_cluster, wait_for
+from conftest import _program, cluster_pids, free_port, ray_bin, stop_cluster, trial_workers, wait_for
 from test_resume import check_resumed_exactly, checkpoint_after, reference, start_sweep, write_study
 
 pytestmark = pytest.mark.ray
@@ -74,8 +74,8 @@ def test_a_lost_node_s_trial_finishes_on_another_node_from_its_checkpoint(two_no
     driver = start_sweep(study, two_nodes, tmp_path)
     try:
         saved = checkpoint_after(tmp_path / "resume", 3)
-        processes = cluster_pids(two_nodes["tmpdir"])
-        workers = [pid for pid, cmd in processes.items() if cmd.startswith(b"ray::ImplicitFunc")]
+        workers = trial_workers(two_nodes["tmpdir"])
+        processes = cluster_pids(two_nodes["tmpdir"])  # read after: it holds every worker found
         assert workers, "no trial worker of this cluster"
         raylet = node_of(workers[0], processes)
         raylets = [pid for pid, cmd in processes.items() if _program(cmd) == "raylet"]

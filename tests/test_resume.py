@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, cluster_pids, wait_for
+from conftest import REPO, trial_workers, wait_for
 from stability.sampling import plan_trials
 from stability.spec import load_spec
 from stability.train.state import STATE_FILE
@@ -115,7 +115,7 @@ def test_a_killed_trial_worker_resumes_from_its_checkpoint_with_the_uninterrupte
     driver = start_sweep(study, ray_cluster, tmp_path)
     try:
         saved = checkpoint_after(tmp_path / "resume", 3)
-        workers = [pid for pid, cmd in cluster_pids(ray_cluster["tmpdir"]).items() if cmd.startswith(b"ray::ImplicitFunc")]
+        workers = trial_workers(ray_cluster["tmpdir"])
         assert workers, "no trial worker of this cluster"
         os.kill(workers[0], signal.SIGKILL)
         _, err = driver.communicate(timeout=300)
