@@ -15,6 +15,11 @@ import numpy as np
 
 from analysis.stats import default_ks
 
+UNBIASED = "unbiased"  # `analysis.stats.expected_best`: the report's tables, `--json` and solid curves
+LOW_VARIANCE = "low_variance"  # `expected_best_with_replacement`: offered beside it
+ESTIMATORS = {UNBIASED: "unbiased estimator (k of the n trials drawn without replacement, Tang et al. 2020)",
+              LOW_VARIANCE: "lower-variance estimator (drawn with replacement, Dodge et al. 2021)"}
+
 
 def expected_best_weights_with_replacement(n: int, k: int) -> np.ndarray:
     """Probability that the i-th smallest of n values is the minimum of k draws with

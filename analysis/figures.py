@@ -15,8 +15,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.best_of_k import ESTIMATORS, LOW_VARIANCE, expected_best_with_replacement
 from analysis.edf import delta_to_best, edf, edf_band, edf_grid, normalized_weights
-from analysis.stats import ERROR, arm_fields, arm_label, expected_best_curve, good_range, iter_groups, usable_trials
+from analysis.stats import (
+    ERROR,
+    arm_fields,
+    arm_label,
+    expected_best_curve,
+    good_range,
+    iter_groups,
+    usable_trials,
+)
 
 LR_WD = "lr*wd"
 PARAM_TITLES = {"lr": "learning rate", "weight_decay": "weight decay", LR_WD: "lr x weight decay"}
@@ -37,6 +46,8 @@ class Line:
     dash: str = "solid"
     step: bool = False
     panel: str = ""  # lines of different panels are drawn side by side
+    group: str = ""  # lines sharing one legend entry of their own (e.g. another estimator), not the arm's
+    hidden: bool = False  # drawn only once its legend entry is clicked
 
 
 @dataclass
@@ -46,6 +57,7 @@ class LinesData:
     y_title: str
     lines: list[Line]
     x_log: bool = False
+    subtitle: str = ""  # how to read the figure (line styles)
 
 
 @dataclass
@@ -55,6 +67,17 @@ class Points:
     y: np.ndarray
     diverged: np.ndarray
     text: list[str]
+
+
+@dataclass
+class Frontier:
+    """The stability frontier of an arm (`analysis.frontier`): the lr where P(diverged) reaches
+    `level`, with its bootstrap interval (lo, hi: None without one)."""
+
+    lr: float
+    lo: float | None
+    hi: float | None
+    level: float
 
 
 @dataclass
@@ -70,6 +93,7 @@ class HparamPanel:
 class HparamData:
     title: str
     panels: list[HparamPanel]
+    frontier: dict[str, Frontier] = field(default_factory=dict)  # arm -> its frontier, drawn on the lr panel
 
 
 @dataclass
@@ -139,20 +163,34 @@ def edf_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, delta: bool =
 
 
 def expected_best_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, split_by: Sequence[str] = (),
-                       n_boot: int = 200, seed: int = 0) -> LinesData:
-    """Expected best error of k trials drawn without replacement, k = 1..n, with a band."""
+                       n_boot: int = 200, seed: int = 0, low_variance: bool = True) -> LinesData:
+    """Expected best error of k trials, k = 1..n: the unbiased estimator (k drawn without
+    replacement) with a bootstrap band and, with `low_variance`, the lower-variance estimator of
+    Dodge et al. 2021 (with replacement) as dotted lines shown on request."""
     rows, fields = _select(trials, optimizer, epochs, split_by)
     lines = []
     for arm, g in _arms(rows, fields):
-        ks, mean, lo, hi = expected_best_curve(g[ERROR].to_numpy(float), n_boot=n_boot, seed=seed)
+        errors = g[ERROR].to_numpy(float)
+        ks, mean, lo, hi = expected_best_curve(errors, n_boot=n_boot, seed=seed)
         lines.append(Line(arm, arm, ks.astype(float), mean, ks.astype(float), lo, hi))
-    return LinesData(f"Expected best of k trials: {optimizer}, {epochs} epochs", "trials k", "expected best top-1 error (%)",
-                     lines, x_log=True)
+        if low_variance:
+            low = expected_best_with_replacement(errors, ks)
+            lines.append(Line(arm, f"{arm}, {ESTIMATORS[LOW_VARIANCE]}", ks.astype(float),
+                              np.array([low[int(k)] for k in ks]), dash="dot", group=ESTIMATORS[LOW_VARIANCE],
+                              hidden=True))
+    subtitle = "unbiased estimator (k of the n trials without replacement), 95% bootstrap band" + (
+        "\ndotted: lower-variance estimator (Dodge et al. 2021), from its legend entry" if low_variance else "")
+    return LinesData(f"Expected best of k trials: {optimizer}, {epochs} epochs", "trials k",
+                     "expected best top-1 error (%), unbiased", lines, x_log=True, subtitle=subtitle)
 
 
 def hparam_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, params: Sequence[str] = ("lr", "weight_decay", LR_WD),
-                split_by: Sequence[str] = (), n_resamples: int = 2500, seed: int = 0) -> HparamData:
-    """Error against each hyper-parameter (diverged trials flagged) and each arm's good range."""
+                split_by: Sequence[str] = (), n_resamples: int = 2500, seed: int = 0,
+                frontier: Sequence[dict[str, Any]] | None = None) -> HparamData:
+    """Error against each hyper-parameter (diverged trials flagged), each arm's good range and
+    stability frontier. `frontier`: rows of `analysis.frontier.stability_frontier` already
+    computed for these trials (arms named by study and model take theirs from it); other arms
+    get theirs computed from their own trials."""
     rows, fields = _select(trials, optimizer, epochs, split_by)
     rows = rows.assign(**{LR_WD: rows["lr"] * rows["weight_decay"]})
     arms = list(_arms(rows, fields))
@@ -168,7 +206,25 @@ def hparam_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, params: Se
             points.append(Points(arm, x, g[ERROR].to_numpy(float), (g["status"] == "diverged").to_numpy(), _hover(g)))
             ranges[arm] = good_range(g[ERROR].to_numpy(float), x, n_resamples=n_resamples, seed=seed)
         panels.append(HparamPanel(p, PARAM_TITLES.get(p, p), log, points, ranges))
-    return HparamData(f"Error vs hyper-parameters: {optimizer}, {epochs} epochs", panels)
+    return HparamData(f"Error vs hyper-parameters: {optimizer}, {epochs} epochs", panels,
+                      _frontiers(arms, fields, optimizer, epochs, frontier, seed))
+
+
+def _frontiers(arms, fields: list[str], optimizer: str, epochs: int, given: Sequence[dict[str, Any]] | None,
+               seed: int) -> dict[str, Frontier]:
+    """Each arm's frontier where its trials have one (some diverged, some not)."""
+    from analysis.frontier import stability_frontier
+
+    known = {}
+    if given is not None and set(fields) <= {"study", "model"}:
+        known = {arm_label(r, fields): r for r in given if r.get("optimizer") == optimizer and r.get("epochs") == epochs}
+    found = {}
+    for arm, g in arms:
+        row = known.get(arm) or (stability_frontier(g, seed=seed) or [None])[0]
+        if row and row.get("max_stable_lr") is not None:
+            lo, hi = row.get("max_stable_lr_ci") or (None, None)
+            found[arm] = Frontier(float(row["max_stable_lr"]), lo, hi, float(row["level"]))
+    return found
 
 
 def learning_curves_data(trials: pd.DataFrame, curves: pd.DataFrame, optimizer: str, epochs: int, *,
@@ -189,7 +245,8 @@ def learning_curves_data(trials: pd.DataFrame, curves: pd.DataFrame, optimizer: 
             lines.append(Line(arm, name, c["epoch"].to_numpy(float), y, dash=dash,
                               text=[f"trial {trial['trial_id']}"] * len(c)))
     y_title = {ERROR: "top-1 error (%)", "train_loss": "train loss"}.get(metric, metric)
-    return LinesData(f"Learning curves: {optimizer}, {epochs} epochs", "epoch", y_title, lines)
+    return LinesData(f"Learning curves: {optimizer}, {epochs} epochs", "epoch", y_title, lines,
+                     subtitle="solid: each arm's best trial, dotted: its worst")
 
 
 def optimizer_data(trials: pd.DataFrame, epochs: int, *, split_by: Sequence[str] = ()) -> OptimizerData:
@@ -223,7 +280,8 @@ def epochs_data(trials: pd.DataFrame, *, split_by: Sequence[str] = ()) -> LinesD
         x = per.index.to_numpy(float)
         lines.append(Line(arm, f"{arm} best", x, per["min"].to_numpy(float), panel=str(key["optimizer"])))
         lines.append(Line(arm, f"{arm} median", x, per["median"].to_numpy(float), dash="dash", panel=str(key["optimizer"])))
-    return LinesData("Training-length stability", "epochs", "top-1 error (%)", lines, x_log=True)
+    return LinesData("Training-length stability", "epochs", "top-1 error (%)", lines, x_log=True,
+                     subtitle="solid: best trial, dashed: median")
 
 
 def epoch_budgets(trials: pd.DataFrame) -> list[int]:
@@ -234,6 +292,12 @@ def arm_names(trials: pd.DataFrame, split_by: Sequence[str] = ()) -> list[str]:
     """Every arm of the study in a stable order (for one colour per arm across figures)."""
     usable = usable_trials(trials)
     return [arm for arm, _ in _arms(usable, arm_fields(usable, split_by))]
+
+
+def arm_models(trials: pd.DataFrame, split_by: Sequence[str] = ()) -> dict[str, str]:
+    """The model of every arm of the study, arms in `arm_names` order (what facets group)."""
+    usable = usable_trials(trials)
+    return {arm: str(g["model"].iloc[0]) for arm, g in _arms(usable, arm_fields(usable, split_by))}
 
 
 CONTINUOUS = {"log_uniform", "uniform", "int_uniform"}

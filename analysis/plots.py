@@ -1,189 +1,201 @@
 """Plotly renderings of the figure data of `analysis.figures` (no computation here).
 
+Every renderer takes the figure data, one colour per arm and optionally the facets (small
+multiples, `analysis.facets`): (title, arms) pairs, one panel each, sharing their axes. A figure
+has one legend, below the plots, with one entry per arm (clicking it hides the arm everywhere);
+its height grows with the panels and the legend rows, so nothing scrolls or overlaps. The facet
+titles drawn are in `figure.layout.meta["facets"]`.
+
 Text that comes from results (arm names, trial ids) is HTML-escaped before it reaches plotly,
 which would otherwise interpret tags such as <a href> in labels.
 """
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import hex_to_rgb, qualitative
 from plotly.subplots import make_subplots
 
-from analysis.figures import HparamData, LinesData, OptimizerData
-
-PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
-OPTIMIZER_PALETTE = qualitative.Dark2
-HEIGHT = 420
-
-
-def colour_map(arms: Sequence[str]) -> dict[str, str]:
-    """One colour per arm, stable across figures."""
-    return {arm: PALETTE[i % len(PALETTE)] for i, arm in enumerate(arms)}
-
-
-def _esc(text: object) -> str:
-    """Plotly-safe text: HTML escaped, line breaks as <br> (plotly reads label text as its own
-    HTML subset and has no escaping option)."""
-    return html.escape(str(text), quote=False).replace("\n", "<br>")
-
-
-def _rgba(colour: str, alpha: float) -> str:
-    """A palette colour (#rrggbb) made translucent."""
-    r, g, b = hex_to_rgb(colour)
-    return f"rgba({r},{g},{b},{alpha})"
+from analysis.figures import Line, LinesData, OptimizerData
+from analysis.hparam_plot import plot_hparams
+from analysis.plot_style import (
+    GAP,
+    OPTIMIZER_PALETTE,
+    PANEL,
+    Facets,
+    axis_id,
+    clean,
+    colour_map,
+    colour_of,
+    esc,
+    facet_list,
+    layout,
+    ranks,
+    rgba,
+    wrap,
+)
 
 
-def _colour(colours: dict[str, str] | None, arm: str, i: int) -> str:
-    return (colours or {}).get(arm, PALETTE[i % len(PALETTE)])
+def _legend_labels(lines: Sequence[Line]) -> dict[str, str]:
+    """The legend text of each arm: its line's name when it has one line, else the arm."""
+    per_arm: dict[str, list[str]] = {}
+    for line in lines:
+        if not line.group:
+            per_arm.setdefault(line.arm, []).append(line.name)
+    return {arm: names[0] if len(names) == 1 else arm for arm, names in per_arm.items()}
 
 
-def _clean(a) -> list:
-    """Plotly-safe values: non-finite numbers become gaps (None) in plain lists, the same JSON whatever
-    plotly's encoding of numpy arrays."""
-    return [None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in np.asarray(a).tolist()]
+def _add_line(fig, line: Line, colour: str, row: int, col: int, label: str, rank: int, show: bool) -> None:
+    """A line (with its band) in one panel; its legend entry is its arm's (or group's)."""
+    group = esc(line.group or line.arm)
+    visible = "legendonly" if line.hidden else True
+    shape = "hv" if line.step else "linear"
+    if line.band_x is not None and line.lo is not None:
+        bx = clean(line.band_x)
+        common = {"mode": "lines", "line": {"width": 0, "shape": shape}, "hoverinfo": "skip", "showlegend": False,
+                  "legendgroup": group, "visible": visible}
+        fig.add_trace(go.Scatter(x=bx, y=clean(line.lo), **common), row=row, col=col)
+        fig.add_trace(go.Scatter(x=bx, y=clean(line.hi), fill="tonexty", fillcolor=rgba(colour, 0.13), **common),
+                      row=row, col=col)
+    text = [esc(t) for t in line.text] if line.text else None
+    fig.add_trace(go.Scatter(
+        x=clean(line.x), y=clean(line.y), name=esc(label), legendgroup=group, showlegend=show, legendrank=rank,
+        mode="lines" if line.step or len(line.x) > 30 else "lines+markers", visible=visible, marker={"size": 5},
+        line={"color": colour, "dash": line.dash, "width": 2, "shape": shape}, text=text,
+        hovertemplate=f"{esc(line.name)}<br>%{{x:.4g}}, %{{y:.4g}}" + ("<br>%{text}" if text else "") + "<extra></extra>",
+    ), row=row, col=col)
 
 
-def _layout(fig: go.Figure, title: str, height: int = HEIGHT, legend_below: bool = True, top: int = 50) -> go.Figure:
-    fig.update_layout(
-        title={"text": _esc(title), "font": {"size": 15}}, template="plotly_white", height=height,
-        margin={"l": 60, "r": 20, "t": top, "b": 40}, hovermode="closest",
-        legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0} if legend_below else {},
-        font={"family": "system-ui, -apple-system, Segoe UI, Roboto, Helvetica, Arial, sans-serif", "size": 12},
-    )
-    return fig
+def _add_group_key(fig, line: Line) -> None:
+    """One grey legend entry standing for every line of `line.group` (clicking it shows them)."""
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=esc(line.group), legendgroup=esc(line.group),
+                             showlegend=True, legendrank=10**6, visible="legendonly" if line.hidden else True,
+                             line={"color": "#555", "dash": line.dash, "width": 2}), row=1, col=1)
 
 
-def plot_lines(data: LinesData, colours: dict[str, str] | None = None) -> go.Figure:
-    """Lines with optional bootstrap bands (EDFs, expected best of k, learning curves, epochs);
-    lines with different `panel` values go to side-by-side panels sharing the y axis."""
+def plot_lines(data: LinesData, colours: dict[str, str] | None = None, facets: Facets | None = None) -> go.Figure:
+    """Lines with optional bootstrap bands (EDFs, expected best of k, epochs, layers), one panel
+    per facet (wrapped in rows) or, when lines carry a `panel`, one row per facet and one column
+    per panel; every panel shares the axes."""
     panels = list(dict.fromkeys(line.panel for line in data.lines)) or [""]
-    fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.05,
-                        subplot_titles=[_esc(p) for p in panels] if len(panels) > 1 else None)
-    shown = set()
+    fs = facet_list(facets, [line.arm for line in data.lines])
+    where = {a: i for i, (_, arms) in enumerate(fs) for a in arms}
+    if len(panels) == 1:
+        rows, cols = wrap(len(fs))
+        cells = [(i // cols + 1, i % cols + 1) for i in range(len(fs))]
+        titles = [t for t, _ in fs] + [""] * (rows * cols - len(fs)) if len(fs) > 1 else None
+    else:
+        rows, cols = len(fs), len(panels)
+        titles = [" \u00b7 ".join(x for x in (t, p) if x) for t, _ in fs for p in panels]
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.06 if cols > 1 else 0.02,
+                        vertical_spacing=min(0.3, GAP / (rows * PANEL + (rows - 1) * GAP)) if rows > 1 else 0.1,
+                        subplot_titles=[esc(t) for t in titles] if titles else None)
+    labels, order, shown, keys = _legend_labels(data.lines), ranks(fs), set(), set()
     for i, line in enumerate(data.lines):
-        c = _colour(colours, line.arm, i)
-        col = panels.index(line.panel) + 1
-        shape = "hv" if line.step else "linear"
-        if line.band_x is not None and line.lo is not None:
-            bx = _clean(line.band_x)
-            common = {"mode": "lines", "line": {"width": 0, "shape": shape}, "hoverinfo": "skip", "showlegend": False,
-                      "legendgroup": _esc(line.name)}
-            fig.add_trace(go.Scatter(x=bx, y=_clean(line.lo), **common), row=1, col=col)
-            fig.add_trace(go.Scatter(x=bx, y=_clean(line.hi), fill="tonexty", fillcolor=_rgba(c, 0.13), **common),
-                          row=1, col=col)
-        fig.add_trace(go.Scatter(
-            x=_clean(line.x), y=_clean(line.y), name=_esc(line.name), legendgroup=_esc(line.name),
-            showlegend=line.name not in shown, mode="lines" if line.step or len(line.x) > 30 else "lines+markers",
-            line={"color": c, "dash": line.dash, "width": 2, "shape": shape},
-            text=[_esc(t) for t in line.text] if line.text else None,
-        ), row=1, col=col)
-        shown.add(line.name)
-    fig.update_xaxes(title_text=_esc(data.x_title), type="log" if data.x_log else "linear")
-    fig.update_yaxes(title_text=_esc(data.y_title), row=1, col=1)
+        row, col = cells[where[line.arm]] if len(panels) == 1 else (where[line.arm] + 1, panels.index(line.panel) + 1)
+        key = line.group or line.arm
+        _add_line(fig, line, colour_of(colours, line.arm, i), row, col, labels.get(line.arm, line.name),
+                  order.get(line.arm, 0), show=not line.group and key not in shown)
+        if line.group and key not in keys:
+            _add_group_key(fig, line)
+            keys.add(key)
+        shown.add(key)
+    fig.update_xaxes(type="log" if data.x_log else "linear", matches="x", showticklabels=True)
+    fig.update_yaxes(matches="y")
+    used = {cells[i] for i in range(len(fs))} if len(panels) == 1 else {(r, c) for r in range(1, rows + 1)
+                                                                      for c in range(1, cols + 1)}
+    for r, c in used:
+        if (r + 1, c) not in used:
+            fig.update_xaxes(title_text=esc(data.x_title), row=r, col=c)
+        if c == 1:
+            fig.update_yaxes(title_text=esc(data.y_title), row=r, col=c)
+        else:
+            fig.update_yaxes(showticklabels=False, row=r, col=c)
     if data.x_log and data.lines and all(np.all(np.asarray(l.x) >= 1) for l in data.lines):
         xs = sorted({float(v) for line in data.lines for v in np.asarray(line.x)})
         if len(xs) <= 6:  # a few budgets (epochs): label each
             fig.update_xaxes(tickvals=xs, ticktext=[f"{v:g}" for v in xs])
         else:  # k = 1..n: powers of two
             fig.update_xaxes(dtick=math.log10(2), tickformat="d")
-    return _layout(fig, data.title)
+    legend = [labels[a] for _, arms in fs for a in arms if a in labels] + list(dict.fromkeys(
+        line.group for line in data.lines if line.group))
+    return layout(fig, data.title, rows=rows, cols=cols, legend=legend, subtitle=data.subtitle,
+                  facets=[t for t, _ in fs], facet_sizes=[len(arms) for _, arms in fs], titled=bool(titles))
 
 
-def plot_edf(data: LinesData, colours: dict[str, str] | None = None) -> go.Figure:
-    fig = plot_lines(data, colours)
-    fig.update_yaxes(range=[0, 1.02], row=1, col=1)
+def plot_edf(data: LinesData, colours: dict[str, str] | None = None, facets: Facets | None = None) -> go.Figure:
+    fig = plot_lines(data, colours, facets)
+    fig.update_yaxes(range=[0, 1.02])
     return fig
 
 
-def plot_learning_curves(error: LinesData, loss: LinesData, colours: dict[str, str] | None = None) -> go.Figure:
-    """Best and worst trials' curves: top-1 error above, train loss below, one legend."""
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06)
-    for row, data in ((1, error), (2, loss)):
+def plot_learning_curves(error: LinesData, loss: LinesData, colours: dict[str, str] | None = None,
+                         facets: Facets | None = None) -> go.Figure:
+    """Best and worst trials' curves, one panel pair per facet: top-1 error above, train loss
+    below; one legend entry per arm."""
+    fs = facet_list(facets, [line.arm for line in error.lines])
+    where = {a: i for i, (_, arms) in enumerate(fs) for a in arms}
+    blocks, cols = wrap(len(fs))
+    titles = []
+    for b in range(blocks):
+        for metric in (0, 1):
+            titles += [fs[b * cols + c][0] if metric == 0 and b * cols + c < len(fs) else "" for c in range(cols)]
+    fig = make_subplots(rows=2 * blocks, cols=cols, horizontal_spacing=0.06 if cols > 1 else 0.02,
+                        vertical_spacing=0.04 if blocks == 1 else 40 / (blocks * 440 + (blocks - 1) * 40),
+                        subplot_titles=[esc(t) for t in titles] if len(fs) > 1 else None)
+    labels, order, shown = {line.arm: line.arm for line in error.lines}, ranks(fs), set()
+    for metric, data in enumerate((error, loss)):
         for i, line in enumerate(data.lines):
-            fig.add_trace(go.Scatter(
-                x=_clean(line.x), y=_clean(line.y), name=_esc(line.name), legendgroup=_esc(line.name), showlegend=row == 1,
-                mode="lines+markers" if len(line.x) <= 30 else "lines", marker={"size": 4},
-                line={"color": _colour(colours, line.arm, i), "dash": line.dash, "width": 2},
-                text=[_esc(t) for t in line.text] if line.text else None,
-            ), row=row, col=1)
-        fig.update_yaxes(title_text=_esc(data.y_title), row=row, col=1)
-    fig.update_xaxes(title_text=_esc(loss.x_title), row=2, col=1)
-    return _layout(fig, error.title, height=560)
+            f = where.get(line.arm, 0)
+            row, col = 2 * (f // cols) + metric + 1, f % cols + 1
+            _add_line(fig, line, colour_of(colours, line.arm, i), row, col, labels[line.arm], order.get(line.arm, 0),
+                      show=line.arm not in shown)
+            shown.add(line.arm)
+    fig.update_xaxes(matches="x", showticklabels=True)
+    for f in range(len(fs)):
+        for metric, data in enumerate((error, loss)):
+            row, col = 2 * (f // cols) + metric + 1, f % cols + 1
+            fig.update_yaxes(matches=axis_id(fig, 1 + metric, 1, "y"), row=row, col=col)
+            if col == 1:
+                fig.update_yaxes(title_text=esc(data.y_title), row=row, col=col)
+            else:
+                fig.update_yaxes(showticklabels=False, row=row, col=col)
+            if metric == 1:
+                fig.update_xaxes(title_text=esc(loss.x_title), row=row, col=col)
+    return layout(fig, error.title, cols=cols, legend=[a for _, arms in fs for a in arms], subtitle=error.subtitle,
+                  plot_px=blocks * 440 + (blocks - 1) * 40, facets=[t for t, _ in fs],
+                  facet_sizes=[len(arms) for _, arms in fs])
 
 
-def plot_hparams(data: HparamData, colours: dict[str, str] | None = None) -> go.Figure:
-    """Error against each hyper-parameter, one column each: circles for trials, crosses for
-    diverged ones; below, each arm's good range as a shaded bar with its median."""
-    n = max(1, len(data.panels))
-    arms = list(dict.fromkeys(pts.arm for p in data.panels for pts in p.points))
-    fig = make_subplots(rows=2, cols=n, shared_yaxes=True, shared_xaxes=True, horizontal_spacing=0.04,
-                        vertical_spacing=0.04, row_heights=[0.8, 0.2], subplot_titles=[_esc(p.title) for p in data.panels])
-    seen = set()
-    for col, panel in enumerate(data.panels, start=1):
-        for i, pts in enumerate(panel.points):
-            c = _colour(colours, pts.arm, i)
-            for flag, symbol in ((False, "circle"), (True, "x")):
-                mask = pts.diverged == flag
-                if not mask.any():
-                    continue
-                name = _esc(pts.arm) + (" (diverged)" if flag else "")
-                fig.add_trace(go.Scatter(
-                    x=_clean(pts.x[mask]), y=_clean(pts.y[mask]), mode="markers", name=name, legendgroup=_esc(pts.arm),
-                    showlegend=name not in seen, marker={"color": c, "symbol": symbol, "size": 8 if flag else 7,
-                                                         "line": {"width": 0.5, "color": "white"}},
-                    text=[_esc(t) for t in np.asarray(pts.text, dtype=object)[mask]], hovertemplate="%{text}<extra></extra>",
-                ), row=1, col=col)
-                seen.add(name)
-            lo, mid, hi = panel.ranges.get(pts.arm, (math.nan, math.nan, math.nan))
-            if all(math.isfinite(v) for v in (lo, mid, hi)):
-                y = arms.index(pts.arm)
-                fig.add_trace(go.Scatter(
-                    x=[lo, hi, hi, lo, lo], y=[y - 0.3, y - 0.3, y + 0.3, y + 0.3, y - 0.3], fill="toself", mode="lines",
-                    fillcolor=_rgba(c, 0.35), line={"width": 0}, showlegend=False, legendgroup=_esc(pts.arm),
-                    hovertemplate=f"{_esc(pts.arm)}: good {_esc(panel.param)} {lo:.3g} .. {hi:.3g}<extra></extra>",
-                ), row=2, col=col)
-                fig.add_trace(go.Scatter(x=[mid], y=[y], mode="markers", showlegend=False, legendgroup=_esc(pts.arm),
-                                         marker={"color": c, "symbol": "line-ns-open", "size": 12, "line": {"width": 2}},
-                                         hovertemplate=f"median {mid:.3g}<extra></extra>"), row=2, col=col)
-        fig.update_xaxes(type="log" if panel.log else "linear", exponentformat="power", row=1, col=col)
-        fig.update_xaxes(type="log" if panel.log else "linear", exponentformat="power", title_text=_esc(panel.param),
-                         row=2, col=col)
-    fig.update_yaxes(title_text="top-1 error (%)", row=1, col=1)
-    fig.update_yaxes(tickvals=list(range(len(arms))), ticktext=[_esc(a) for a in arms], range=[-0.6, len(arms) - 0.4],
-                     showgrid=False, row=2)
-    fig.update_yaxes(title_text="good range", row=2, col=1)
-    return _layout(fig, data.title, height=500 + 18 * len(arms), top=70)
-
-
-def plot_optimizers(data: OptimizerData, colours: dict[str, str] | None = None) -> go.Figure:
-    """Box plots of the error per arm, one colour per optimizer, the best run marked."""
+def plot_optimizers(data: OptimizerData, colours: dict[str, str] | None = None,
+                    facets: Facets | None = None) -> go.Figure:
+    """Box plots of the error per arm (in facet order), one colour per optimizer, the best run marked."""
     fig = go.Figure()
     optimizers = sorted({b.optimizer for b in data.boxes})
     opt_colours = {o: OPTIMIZER_PALETTE[i % len(OPTIMIZER_PALETTE)] for i, o in enumerate(optimizers)}
     for opt in optimizers:
         boxes = [b for b in data.boxes if b.optimizer == opt]
-        xs = [_esc(b.arm) for b in boxes for _ in b.errors]
+        xs = [esc(b.arm) for b in boxes for _ in b.errors]
         ys = [float(e) for b in boxes for e in b.errors]
-        fig.add_trace(go.Box(x=xs, y=ys, name=_esc(opt), marker_color=opt_colours[opt], boxpoints="all",
-                             jitter=0.4, pointpos=0, offsetgroup=_esc(opt), legendgroup=_esc(opt)))
-        fig.add_trace(go.Scatter(x=[_esc(b.arm) for b in boxes], y=[b.best for b in boxes], mode="markers",
-                                 name=f"{_esc(opt)} best", offsetgroup=_esc(opt), legendgroup=_esc(opt),
+        fig.add_trace(go.Box(x=xs, y=ys, name=esc(opt), marker_color=opt_colours[opt], boxpoints="all",
+                             jitter=0.4, pointpos=0, offsetgroup=esc(opt), legendgroup=esc(opt)))
+        fig.add_trace(go.Scatter(x=[esc(b.arm) for b in boxes], y=[b.best for b in boxes], mode="markers",
+                                 name=f"{esc(opt)} best", offsetgroup=esc(opt), legendgroup=esc(opt),
                                  marker={"symbol": "diamond", "size": 11, "color": opt_colours[opt],
                                          "line": {"width": 1, "color": "black"}}))
     for arm, gap in data.gaps.items():
-        fig.add_annotation(x=_esc(arm), y=1.0, yref="paper", yanchor="bottom", showarrow=False, text=f"{gap:+.2f}")
+        fig.add_annotation(x=esc(arm), y=1.0, yref="paper", yanchor="bottom", showarrow=False, text=f"{gap:+.2f}")
+    fs = facet_list(facets, [b.arm for b in data.boxes])
     fig.update_layout(boxmode="group", scattermode="group")
+    fig.update_xaxes(categoryorder="array", categoryarray=[esc(a) for _, arms in fs for a in arms])
     fig.update_yaxes(title_text="top-1 error (%)")
     title = data.title
     if data.gaps:
         title += f" (above: best {optimizers[-1]} - best {optimizers[0]})"
-    return _layout(fig, title)
+    return layout(fig, title, legend=[o for opt in optimizers for o in (opt, f"{opt} best")], plot_px=PANEL)
 
 
 def figure_to_svg_name(name: str) -> str:
@@ -191,8 +203,12 @@ def figure_to_svg_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-def plot_layer_similarity(data: LinesData, colours: dict[str, str] | None = None) -> go.Figure:
+def plot_layer_similarity(data: LinesData, colours: dict[str, str] | None = None,
+                          facets: Facets | None = None) -> go.Figure:
     """Median patch similarity per block with its interquartile band; integer block ticks."""
-    fig = plot_lines(data, colours)
+    fig = plot_lines(data, colours, facets)
     fig.update_xaxes(dtick=1 if max((len(line.x) for line in data.lines), default=0) <= 16 else None, tick0=1)
     return fig
+
+__all__ = ["colour_map", "facet_list", "figure_to_svg_name", "plot_edf", "plot_hparams", "plot_layer_similarity",
+           "plot_learning_curves", "plot_lines", "plot_optimizers"]

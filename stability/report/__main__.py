@@ -3,7 +3,9 @@
 Reads each results folder (schema v1), computes the statistics and figures with `analysis`,
 and writes one self-contained HTML file (plotly.js inlined, no network requests). `--json`
 prints the summary on stdout; `--export-dir` writes every figure as SVG for papers. Knob
-columns with a few values (factors, e.g. `distillation.type`) get EDFs split by them.
+columns with a few values (factors, e.g. `distillation.type`) get EDFs split by them. Figures
+are small multiples, one panel per model size or family when model names say it (`--facet-by`).
+A study still running (its `running.json`) gets a "Running now" table.
 Exit 0 when the report is written, 2 on bad input (one line on stderr), 130 on Ctrl-C.
 """
 
@@ -14,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from analysis.facets import FACET_BY
 from stability.cli import UsageError, fail
 from stability.report.columns import check_split_by, factors, sampled_params
 from stability.report.export import export_figures
@@ -44,6 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--split-by", action="append", default=[], metavar="COLUMN",
                    help="split groups further by a trials column (repeatable), e.g. a sampled knob such as "
                         "mixup or patch_losses.cosine; knobs with 2-8 values get their own EDF sections anyway")
+    p.add_argument("--facet-by", choices=FACET_BY, default="auto",
+                   help="draw each figure as small multiples, one panel per model size (vit_p_1gf, vit_c_1gf and "
+                        "regnety_1gf share the 1gf panel), family (vit_p, vit_c, ...) or model, or in one panel "
+                        "(none); auto (default): by size when model names give several sizes, else one panel up to "
+                        "6 models, else by family or model")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default: 0)")
     return p.parse_args(argv)
 
@@ -75,7 +83,8 @@ def report(argv: list[str] | None = None) -> int:
     params = sampled_params(trials, records)
     knobs = [knob for rec in records for knob in rec.get("knobs") or []]
     data = summary(trials, args.split_by, params, args.seed, factors(trials, args.split_by, params), knobs)
-    page = build_page(trials, curves, records, data, args.split_by, params, args.seed)
+    page = build_page(trials, curves, records, data, args.split_by, params, args.seed, args.facet_by)
+    data["facets"] = page.facets
     try:
         atomic_write_text(out, render(page))
     except OSError as exc:  # the place changed since out_path checked it

@@ -3,17 +3,21 @@
 
 A new figure is one more entry here (with its data and plot functions in `analysis`); each
 section draws its entries in this order, once per key the section gives (e.g. per training budget).
+Figures are drawn as small multiples, one panel per facet of the arms (`analysis.facets`,
+`--facet-by`); a faceted figure spans the page.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 
 import analysis as an
+from analysis.facets import Facet, facet_mode, facets, parse_model
+from analysis.figures import arm_models
 from analysis.stats import ERROR
 from stability.report.page import Figure
 
@@ -23,23 +27,46 @@ FACTOR = "factor"  # one section per factor column: key {column, optimizer, epoc
 OPTIMIZERS = "optimizers"  # key {epochs} per training budget
 EPOCHS = "epochs"  # one figure: key {}
 LAYERS = "layers"  # key {epochs} per budget with per-block similarities
+WIDE_ARMS = 4  # figures of more arms than this span the page
 
 
 @dataclass(frozen=True)
 class Arms:
     """What a section's figures are drawn from: the frames, the columns splitting models into arms,
-    the bootstrap seed and one colour per arm (the same in every figure of the section)."""
+    the bootstrap seed, one colour per arm (the same in every figure of the section), the facets
+    the figures are drawn in and the stability frontier already computed for the summary."""
 
     trials: pd.DataFrame
     curves: pd.DataFrame
     split_by: tuple[str, ...]
     seed: int
     colours: dict[str, str]
+    facets: tuple[Facet, ...] = ()
+    frontier: tuple[dict[str, Any], ...] | None = None
+    models: dict[str, str] = field(default_factory=dict)  # arm -> its model
+    facet_by: str = "auto"  # as asked (--facet-by)
+    mode: str = "none"  # what it resolved to: size, family, model or none
+
+    @property
+    def faceted(self) -> bool:
+        return len(self.facets) > 1
+
+    def whole(self) -> Arms:
+        """The same arms in one panel (the unfaceted figure)."""
+        return replace(self, facets=(Facet("", tuple(a for f in self.facets for a in f.arms)),))
 
 
-def arms(trials: pd.DataFrame, curves: pd.DataFrame, split_by: Sequence[str], seed: int) -> Arms:
-    """The arms of the study split by `split_by`, coloured in a stable order."""
-    return Arms(trials, curves, tuple(split_by), seed, an.colour_map(an.arm_names(trials, split_by)))
+def arms(trials: pd.DataFrame, curves: pd.DataFrame, split_by: Sequence[str], seed: int, facet_by: str = "auto",
+         frontier: Sequence[dict[str, Any]] | None = None) -> Arms:
+    """The arms of the study split by `split_by`, in facets (`facet_by`), coloured in a stable
+    order: faceted by size with one arm per model, one hue per family and a shade per size."""
+    models = arm_models(trials, split_by)
+    mode = facet_mode(list(models.values()), facet_by)
+    shades = None
+    if mode == "size" and len(set(models.values())) == len(models):
+        shades = {arm: (parse_model(m).family, parse_model(m).rank) for arm, m in models.items()}
+    return Arms(trials, curves, tuple(split_by), seed, an.colour_map(list(models), shades),
+                tuple(facets(models, facet_by)), None if frontier is None else tuple(frontier), models, facet_by, mode)
 
 
 @dataclass(frozen=True)
@@ -49,9 +76,10 @@ class FigureKind:
     name: str  # a str.format pattern over the figure's key, e.g. "edf_{optimizer}_{epochs}ep"
     section: str
     data: Callable[[Arms, dict[str, Any]], Any]  # (arms, key) -> figure data
-    plot: Callable[[Any, dict[str, str]], Any]  # (figure data, colours) -> plotly figure
-    wide: bool = False  # spans the page instead of sharing a row
+    plot: Callable[..., Any]  # (figure data, colours, facets) -> plotly figure
+    wide: bool = False  # spans the page instead of sharing a row (as every faceted figure does)
     height: Callable[[Arms], int] | None = None  # overrides the plot's own height
+    whole: str = ""  # the name of its unfaceted version, drawn (folded) under a faceted one
 
 
 def _edf(a: Arms, k: dict[str, Any], delta: bool = False):
@@ -71,27 +99,22 @@ def _curves(a: Arms, k: dict[str, Any]):
                                          metric=metric) for metric in (ERROR, "train_loss"))
 
 
-def _legend_room(a: Arms) -> int:
-    """Taller figures for many arms: their legend sits below the axis."""
-    return 420 + 22 * max(0, len(a.colours) - 2)
-
-
 FIGURES = [
-    FigureKind("edf_{optimizer}_{epochs}ep", SLICE, _edf, an.plot_edf),
+    FigureKind("edf_{optimizer}_{epochs}ep", SLICE, _edf, an.plot_edf, whole="edf_all_{optimizer}_{epochs}ep"),
     FigureKind("edf_delta_{optimizer}_{epochs}ep", SLICE, lambda a, k: _edf(a, k, delta=True), an.plot_edf),
     FigureKind("hparams_{optimizer}_{epochs}ep", SLICE,
-               lambda a, k: an.hparam_data(a.trials, k["optimizer"], k["epochs"], split_by=a.split_by, seed=a.seed),
+               lambda a, k: an.hparam_data(a.trials, k["optimizer"], k["epochs"], split_by=a.split_by, seed=a.seed,
+                                           frontier=a.frontier),
                an.plot_hparams, wide=True),
     FigureKind("expected_best_{optimizer}_{epochs}ep", SLICE,
                lambda a, k: an.expected_best_data(a.trials, k["optimizer"], k["epochs"], split_by=a.split_by,
                                                   seed=a.seed),
-               an.plot_lines, height=lambda a: 560),
+               an.plot_lines),
     FigureKind("curves_{optimizer}_{epochs}ep", SLICE, _curves,
-               lambda data, colours: an.plot_learning_curves(*data, colours)),
-    FigureKind("edf_{optimizer}_{epochs}ep_by_{column}", FACTOR, lambda a, k: _by_factor(_edf(a, k), k), an.plot_edf,
-               height=_legend_room),
+               lambda data, colours, facets=None: an.plot_learning_curves(*data, colours, facets)),
+    FigureKind("edf_{optimizer}_{epochs}ep_by_{column}", FACTOR, lambda a, k: _by_factor(_edf(a, k), k), an.plot_edf),
     FigureKind("edf_delta_{optimizer}_{epochs}ep_by_{column}", FACTOR,
-               lambda a, k: _by_factor(_edf(a, k, delta=True), k), an.plot_edf, height=_legend_room),
+               lambda a, k: _by_factor(_edf(a, k, delta=True), k), an.plot_edf),
     FigureKind("optimizers_{epochs}ep", OPTIMIZERS,
                lambda a, k: an.optimizer_data(a.trials, k["epochs"], split_by=a.split_by), an.plot_optimizers),
     FigureKind("epochs", EPOCHS, lambda a, k: an.epochs_data(a.trials, split_by=a.split_by), an.plot_lines, wide=True),
@@ -101,15 +124,25 @@ FIGURES = [
 ]
 
 
+def _plot(kind: FigureKind, arms: Arms, key: dict[str, Any], name: str) -> Figure:
+    figure = kind.plot(kind.data(arms, key), arms.colours, arms.facets or None)
+    if kind.height:
+        figure.update_layout(height=kind.height(arms))
+    shown = tuple(t for t in ((figure.layout.meta or {}).get("facets") or []) if t)
+    return Figure(name, figure, kind.wide or len(shown) > 1 or len(arms.colours) > WIDE_ARMS, shown)
+
+
 def draw(section: str, arms: Arms, keys: Iterable[dict[str, Any]]) -> list[Figure]:
-    """The figures of one section: for each key in order, every entry of FIGURES for that section."""
+    """The figures of one section: for each key in order, every entry of FIGURES for that section,
+    each faceted one followed by its unfaceted version when it names one."""
     figures = []
     for key in keys:
         for kind in FIGURES:
             if kind.section != section:
                 continue
-            figure = kind.plot(kind.data(arms, key), arms.colours)
-            if kind.height:
-                figure.update_layout(height=kind.height(arms))
-            figures.append(Figure(kind.name.format(**key), figure, kind.wide))
+            figures.append(_plot(kind, arms, key, kind.name.format(**key)))
+            if kind.whole and figures[-1].facets:
+                whole = _plot(kind, arms.whole(), key, kind.whole.format(**key))
+                whole.folded = True
+                figures.append(whole)
     return figures

@@ -5,10 +5,12 @@ the report computes with has the wrong type or empty values (naming the column a
 damaged files the results layer skipped are listed on stderr and in each folder's record. A folder
 may be a `pyarrow.fs` URI (`s3://bucket/runs/study?endpoint_override=...`). A study still running
 is drawn from its finished trials; how many are still running (its `running.json`) is said on
-stderr and in the folder's record (`running`)."""
+stderr and in the folder's record (`running`, and `running_trials`: one entry per trial). That
+file is advisory: a damaged or absent one counts as no running trial, never as an error."""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -120,17 +122,41 @@ def _shown(folder: str) -> str:
     return public_uri(folder)
 
 
-def running_trials(res) -> int:
-    """How many trials of the folder's study are running now (its running.json, kept current by the
-    sweep; 0 when there is none). Trials whose row is already stored are not counted."""
+def running_trials(res) -> list[dict[str, Any]]:
+    """The trials of the folder's study running now (its running.json, kept current by the sweep):
+    {trial_id, model, optimizer, epoch, epochs, updated (Unix time)}, values that do not read as
+    their kind left None; entries that are not records, and trials whose row is already stored,
+    are left out. Empty when the file is missing or unreadable."""
     from stability.results.store import ResultsStore
 
     try:
         running = ResultsStore(res.path).read_running()
-    except (OSError, ValueError):  # advisory: an unreadable file counts as none
-        return 0
+    except (OSError, ValueError, TypeError, AttributeError):  # advisory: an unreadable file counts as none
+        return []
     done = set(res.trials["trial_id"].astype(str))
-    return sum(trial_id not in done for trial_id in running)
+    found = []
+    for trial_id, entry in running.items() if isinstance(running, dict) else ():
+        if str(trial_id) in done or not isinstance(entry, dict):
+            continue
+        found.append({"trial_id": str(trial_id), "model": _text(entry.get("model")),
+                      "optimizer": _text(entry.get("optimizer")), "epoch": _number(entry.get("epoch"), int),
+                      "epochs": _number(entry.get("epochs"), int), "updated": _number(entry.get("updated"), float)})
+    return sorted(found, key=lambda t: (t["model"] or "", t["optimizer"] or "", t["trial_id"]))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _number(value: Any, kind: type) -> Any:
+    """An int or float from JSON, None for anything else (text, booleans, NaN, infinities)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = kind(value)
+    except (OverflowError, ValueError):  # an int too large for a float, NaN or infinity as an int
+        return None
+    return number if kind is int or math.isfinite(number) else None
 
 
 def skipped_files(res) -> list[str]:
@@ -160,8 +186,8 @@ def load(dirs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, An
             print(f"warning: {res.path}: skipped {len(skipped)} damaged file(s): {', '.join(skipped)}", file=sys.stderr)
         running = running_trials(res)
         if running:
-            print(f"note: {res.path}: {running} trial(s) still running; the report draws the {len(t)} finished",
+            print(f"note: {res.path}: {len(running)} trial(s) still running; the report draws the {len(t)} finished",
                   file=sys.stderr)
         records.append({"path": str(res.path), "studies": sorted(t["study"].unique()), "spec": res.spec,
-                        "knobs": res.knobs, "skipped": skipped, "running": running})
+                        "knobs": res.knobs, "skipped": skipped, "running": len(running), "running_trials": running})
     return pd.concat(trials, ignore_index=True), pd.concat(curves, ignore_index=True), records

@@ -30,11 +30,15 @@ class Table:
 
 @dataclass
 class Figure:
-    """A plotly figure with the name it is exported under; `wide` spans the page, others share a row."""
+    """A plotly figure with the name it is exported under; `wide` spans the page, others share a
+    row. `facets`: the titles of its panels (small multiples; empty: one panel). `folded`: shown
+    one click away (in its section's Details block)."""
 
     name: str
     figure: Any
     wide: bool = False
+    facets: tuple[str, ...] = ()
+    folded: bool = False
 
 
 @dataclass
@@ -67,7 +71,15 @@ class Listing:
     text: str
 
 
-Block = Table | Figure | Heading | Note | Verdict | Listing
+@dataclass
+class Details:
+    """Blocks folded away under a one-line summary (the full detail behind a faceted view)."""
+
+    summary: str
+    blocks: list[Table | Figure | Heading | Note | Verdict] = field(default_factory=list)
+
+
+Block = Table | Figure | Heading | Note | Verdict | Listing | Details
 
 
 @dataclass
@@ -83,12 +95,15 @@ class Section:
 
 @dataclass
 class Page:
-    """The whole report: a title, subtitle lines and the sections in order."""
+    """The whole report: a title, subtitle lines and the sections in order; `facets` says how its
+    figures are split into panels ({by, panels: [{title, models}]}, `--json` key `facets`)."""
 
     title: str
     subtitle: list[str]
     sections: list[Section]
+    facets: dict[str, Any] = field(default_factory=dict)
 
     def figures(self) -> list[Figure]:
-        """Every figure in page order."""
-        return [b for s in self.sections for b in s.blocks if isinstance(b, Figure)]
+        """Every figure in page order, those folded in Details blocks included."""
+        return [f for s in self.sections for b in s.blocks
+                for f in (b.blocks if isinstance(b, Details) else [b]) if isinstance(f, Figure)]

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.best_of_k import UNBIASED, expected_best_with_replacement
+
 
 def json_value(x: Any) -> Any:
     """Plain JSON data: numpy scalars as Python numbers, NaN, inf, pd.NA and NaT as None, keys as
@@ -50,6 +52,20 @@ def _json_key(key: Any) -> str:
     return value if isinstance(value, str) else str(key)
 
 
+def _low_variance(trials: pd.DataFrame, groups: list[dict[str, Any]], split_by: Sequence[str]) -> list[dict[str, Any]]:
+    """Each group with `expected_best_low_variance` ({k: value}) at the k of its `expected_best`."""
+    from analysis.stats import ERROR, group_keys, iter_groups, usable_trials
+
+    keys = group_keys(split_by)
+    errors = {tuple(json_value(v) for v in k.values()): g[ERROR].to_numpy(float)
+              for k, g in iter_groups(usable_trials(trials), keys)}
+    for g in groups:
+        e = errors.get(tuple(json_value(g.get(k)) for k in keys))
+        ks = [int(k) for k in (g.get("expected_best") or {})]
+        g["expected_best_low_variance"] = expected_best_with_replacement(e, ks) if e is not None and ks else {}
+    return groups
+
+
 def summary(trials: pd.DataFrame, split_by: Sequence[str], params: Sequence[str], seed: int = 0,
             factors: Sequence[str] = (), knobs: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The summary as plain data: `groups`, `ks` (model pairs), `ks_optimizers`,
@@ -58,7 +74,10 @@ def summary(trials: pd.DataFrame, split_by: Sequence[str], params: Sequence[str]
     `verdicts` (per pair of models, optimizer and epochs: the paired comparison, `analysis.verdicts`),
     `variance` (seed noise against the hyper-parameters' spread, groups with repeats), `frontier`
     (the largest stable lr), `edge_warnings` (best trials at the edge of a sampled range; `knobs`:
-    study.yaml's knob records) and `importance` (which knob the error depends on, Optuna PED-ANOVA)."""
+    study.yaml's knob records) and `importance` (which knob the error depends on, Optuna PED-ANOVA).
+    `expected_best_estimator` names the estimator of the groups' `expected_best` (and of the
+    report's curves): "unbiased"; each group also has `expected_best_low_variance`, the
+    lower-variance estimator of Dodge et al. 2021 at the same k."""
     from analysis.edges import edge_warnings
     from analysis.frontier import stability_frontier
     from analysis.importance import importance
@@ -68,7 +87,9 @@ def summary(trials: pd.DataFrame, split_by: Sequence[str], params: Sequence[str]
 
     split_by, params = list(split_by), list(params)
     return json_value({
-        "groups": group_stats(trials, split_by, params, seed=seed).to_dict(orient="records"),
+        "groups": _low_variance(trials, group_stats(trials, split_by, params, seed=seed).to_dict(orient="records"),
+                                split_by),
+        "expected_best_estimator": UNBIASED,
         "ks": ks_models(trials, split_by).to_dict(orient="records"),
         "ks_optimizers": ks_optimizers(trials, split_by).to_dict(orient="records"),
         "patch_cos_sim_by_layer": layer_similarity_table(trials, split_by).to_dict(orient="records"),

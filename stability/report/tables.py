@@ -102,3 +102,49 @@ def spec_listings(records: Sequence[dict[str, Any]]) -> list[Listing]:
     return [Listing(f'{rec["path"]}: {", ".join(rec["studies"])}',
                     yaml.safe_dump(shown(rec["spec"]), sort_keys=False, default_flow_style=None, width=110)
                     if rec["spec"] else "(no study.yaml in this folder)") for rec in records]
+
+
+def trials_table(trials: pd.DataFrame, optimizer: str, epochs: int, params: Sequence[str]) -> Table:
+    """Every trial of one (optimizer, epochs) slice, failed ones included: by study, model and error."""
+    rows = trials[(trials["optimizer"].astype(str) == optimizer) & (trials["epochs"] == epochs)]
+    rows = rows.sort_values([c for c in ("study", "model", "top1_err", "trial_id") if c in rows], kind="stable",
+                            na_position="last")
+    multi = rows["study"].nunique() > 1
+    keys = (["study"] if multi else []) + ["trial_id", "model"]
+    shown = [p for p in params if p in rows]
+    columns = [("trial" if k == "trial_id" else k, "text") for k in keys] + [
+        (SHORT.get(p, p), "") for p in shown] + [("status", "text"), ("top-1 error", "")]
+    return Table(columns, [[Cell(text(r.get(k)), cls="text") for k in keys] + [Cell(_g(r.get(p))) for p in shown] + [
+        Cell(text(r.get("status")), cls="text"), Cell(fmt(r.get("top1_err")))] for r in rows.to_dict(orient="records")])
+
+
+def _since(updated: float | None, now: float) -> str:
+    """A time stamp as UTC clock time and how long before `now` it was."""
+    if updated is None:
+        return ""
+    import datetime
+
+    try:
+        clock = datetime.datetime.fromtimestamp(updated, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):  # not a time this machine can show
+        return ""
+    ago = max(0.0, now - updated)
+    return f"{clock} ({ago / 60:.0f} min before this report)" if ago >= 90 else f"{clock} ({ago:.0f} s before this report)"
+
+
+def running_table(records: Sequence[dict[str, Any]], now: float) -> Table:
+    """The trials running when the report was written (each folder's running.json, as read by
+    `stability.report.load.running_trials`)."""
+    multi = len(records) > 1
+    columns = ([("folder", "text")] if multi else []) + [(c, "text") for c in ("trial", "model", "optimizer")] + [
+        ("progress", "text"), ("last epoch ended", "text")]
+    rows = []
+    for rec in records:
+        for t in rec.get("running_trials") or []:
+            epoch, epochs = t.get("epoch"), t.get("epochs")
+            progress = (f"epoch {epoch} of {epochs}" + (f" ({epoch / epochs:.0%})" if epochs else "")
+                        if epoch is not None and epochs is not None else "" if epoch is None else f"epoch {epoch}")
+            rows.append(([Cell(rec["path"], cls="text")] if multi else []) + [
+                Cell(text(t.get(k)), cls="text") for k in ("trial_id", "model", "optimizer")] + [
+                Cell(progress, cls="text"), Cell(_since(t.get("updated"), now), cls="text")])
+    return Table(columns, rows)
