@@ -36,6 +36,7 @@ from stability.sweep.checks import (
     check_storage,
 )
 from stability.sweep.errors import storage_errors
+from stability.sweep.live_report import DEFAULT_EVERY_S, live_report, report_path
 from stability.sweep.signals import EXIT_INTERRUPTED, StopSignals
 
 
@@ -61,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key, dotted (e.g. samples=16, train.mixup=0.8); repeatable")
     p.add_argument("--dry-run", action="store_true", help="validate and print the trial plan as JSON; start nothing")
+    p.add_argument("--report", action="store_true", help="rewrite <study>/report.html as trials finish, and once at the end")
+    p.add_argument("--report-every", type=_seconds, default=DEFAULT_EVERY_S, metavar="SECONDS",
+                   help="with --report: at most one report per SECONDS (default: %(default)g)")
     p.add_argument("--list", action="store_true", help="list the built-in studies and exit")
     p.add_argument("--help-spec", action="store_true", help="list every study-spec key with its default and meaning")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
@@ -75,6 +79,16 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
 
 
@@ -191,7 +205,11 @@ def sweep(argv: list[str] | None = None) -> int:
         return 0
     spec = load_spec(args.study, args.assignments)
     if args.dry_run:  # takes no lock and writes nothing
-        return dry_run(resolve_spec(args, spec), args.add_samples)
+        code = dry_run(resolve_spec(args, spec), args.add_samples)
+        if args.report:
+            print(f"--report: a run would rewrite {report_path(_shown_storage(args.storage), spec.name)} as trials "
+                  f"finish", file=sys.stderr)
+        return code
     root = storage_root(args.storage) / spec.name
     check_storage(root)
     created = _absent_folders(root)
@@ -272,26 +290,27 @@ def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSign
     todo = [cfg for cfg in plan if cfg.trial_id not in done]
     finished_before = len(plan) - len(todo)
     report_cmd = f"python -m stability.report {shlex.quote(str(root))}"
-    if not todo:
-        console.print(f"study {spec.name}: all {len(plan)} trials already finished in {root}; nothing to run.")
-    else:
-        if finished_before:
-            console.print(f"study {spec.name}: {finished_before} of {len(plan)} trials already finished; running {len(todo)}.")
+    with live_report(root, args.report, args.report_every, console, store.finished_ids) as live:
+        if not todo:
+            console.print(f"study {spec.name}: all {len(plan)} trials already finished in {root}; nothing to run.")
         else:
-            console.print(f"study {spec.name}: running {len(plan)} trials -> {root}")
-        from stability.sweep.cluster import connect_ray, placement, versions
-        from stability.sweep.run import prepare_teachers, run_trials
+            if finished_before:
+                console.print(f"study {spec.name}: {finished_before} of {len(plan)} trials already finished; running {len(todo)}.")
+            else:
+                console.print(f"study {spec.name}: running {len(plan)} trials -> {root}")
+            from stability.sweep.cluster import connect_ray, placement, versions
+            from stability.sweep.run import prepare_teachers, run_trials
 
-        with stop.deferred():
-            connect_ray(args.address, args.num_cpus, args.verbose)
-        resources = placement(spec)
-        store.write_spec(spec, versions())
-        teachers, todo = prepare_teachers(todo, root, resources, store, spec.name, console)
-        from stability.sweep.progress import SweepProgress
+            with stop.deferred():
+                connect_ray(args.address, args.num_cpus, args.verbose)
+            resources = placement(spec)
+            store.write_spec(spec, versions())
+            teachers, todo = prepare_teachers(todo, root, resources, store, spec.name, console)
+            from stability.sweep.progress import SweepProgress
 
-        with SweepProgress(total=len(plan), already_done=len(plan) - len(todo), console=console) as progress:
-            with stop.tune():
-                run_trials(spec, resources, todo, store, progress, args.verbose, teachers)
+            with (SweepProgress(total=len(plan), already_done=len(plan) - len(todo), console=console) as progress,
+                  stop.tune()):
+                run_trials(spec, resources, todo, store, progress, args.verbose, teachers, live and live.changed)
 
     from stability.sweep.progress import print_summary
 
@@ -308,7 +327,7 @@ def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSign
     if missing:
         console.print(f"{missing} trial(s) did not finish. Resume with:\n  {_resume_command(args, spec)}")
         return stop.exit_code()
-    console.print(f"report: {report_cmd}")
+    console.print(f"report: {root / 'report.html' if live and live.written else report_cmd}")
     return 0
 
 

@@ -4,8 +4,9 @@ and the progress forwarder. They run in the driver only, so the study folder has
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ray import tune
 
@@ -27,14 +28,15 @@ def group_key(cfgs: list[TrialConfig]) -> str:
 class StoreCallback(tune.Callback):
     """Collects each trial's curve (one point per epoch, whatever restarts happened), writes its row
     when it ends, keeps `running.json` current and deletes a group's checkpoint once every row of it
-    is stored."""
+    is stored. `on_changed` (the live report) hears of each stored row and of the end of the run."""
 
     def __init__(self, study: str, store: ResultsStore, groups: list[list[TrialConfig]],
-                 on_finished: Callable[[dict[str, Any]], None]):
+                 on_finished: Callable[[dict[str, Any]], None], on_changed: Callable[[], None] | None = None):
         self.study = study
         self.store = store
         self.groups = groups
         self.on_finished = on_finished
+        self.on_changed = on_changed
         self.curves: dict[str, dict[int, dict[str, Any]]] = {}  # study trial id -> epoch -> point
         self.written: set[str] = set()
         self.running: dict[str, dict[str, Any]] = {}
@@ -70,6 +72,16 @@ class StoreCallback(tune.Callback):
         if all(c.trial_id in self.written for c in cfgs):
             self.store.remove_checkpoint(group_key(cfgs))
         self.on_finished(row)
+        if self.on_changed is not None:
+            self.on_changed()
+
+    def stopped(self) -> None:
+        """Tune's run has ended (or was stopped): no trial runs any more, and `running.json` says so."""
+        if self.running:
+            self.running.clear()
+            self.store.write_running(self.running)
+            if self.on_changed is not None:
+                self.on_changed()
 
     def _running(self, cfg: TrialConfig, epoch: int, key: str) -> None:
         self.running[cfg.trial_id] = {"epoch": epoch, "epochs": cfg.epochs, "model": cfg.model,

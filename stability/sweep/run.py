@@ -3,8 +3,10 @@ in fused groups), each row stored by the driver's callback as its trial ends."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,8 @@ def fused_groups(todo: list, k: int, saved: list[list[str]] = ()) -> list[list]:
 
 
 def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, progress, verbose: bool,
-               teachers: dict[str, bytes]) -> None:
+               teachers: dict[str, bytes], on_changed: Callable[[], None] | None = None) -> None:
+    """The trials under Ray Tune; `on_changed` (the live report) hears of each stored row."""
     from ray import tune
 
     from stability.sweep.callbacks import ProgressCallback, StoreCallback
@@ -76,6 +79,7 @@ def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, pr
         trainable = tune.with_resources(run_in_tune, {"cpu": resources["cpus_per_worker"], "gpu": resources["gpus_per_worker"]})
     else:  # the trial process only drives a TorchTrainer; its workers hold the resources
         trainable = tune.with_resources(run_in_tune, {"cpu": TRIAL_DRIVER_CPUS})
+    stored = StoreCallback(spec.name, store, groups, progress.finished, on_changed)
     with tempfile.TemporaryDirectory(prefix="stability-tune-") as tune_dir:
         param_space = {
             "group": tune.grid_search([{"index": i, "size": len(group)} for i, group in enumerate(groups)]),
@@ -89,8 +93,12 @@ def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, pr
             tune_config=tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=tune_dir, verbose=1 if verbose else 0,
-                callbacks=[StoreCallback(spec.name, store, groups, progress.finished), ProgressCallback(progress)],
+                callbacks=[stored, ProgressCallback(progress)],
                 failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
             ),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            with contextlib.suppress(OSError):  # advisory; never in the way of the run's own outcome
+                stored.stopped()
