@@ -11,7 +11,12 @@ optimizer and epochs, for each pair of models `a` < `b` (alphabetically):
   e.g. two diverged trials at chance, dropped; None when every difference is zero);
 - `ks_D`, `ks_p`: the two-sample KS test on all usable trials of either model;
 - `decision`: "a" or "b" when the interval excludes one half and Wilcoxon p < 0.05, else
-  "undecided"; `sentence`: one line a person reads.
+  "undecided"; `sentence`: one line a person reads;
+- `seed_sd` (when either model ran some point with two or more seeds): the pooled seed noise of
+  one trial, sqrt of the mean of the two models' within-point variances (`analysis.noise`; a
+  model without repeats contributes nothing), and `within_seed_noise`: whether the mean paired
+  difference |mean_diff| is smaller than it. Such a difference is one a reseed could produce,
+  and the sentence says so, decided or not.
 
 Bouthillier et al. (2021) argue for P(A better than B) with its interval over a bare p-value; the
 paired signed-rank test uses that every model saw the same points.
@@ -27,6 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.noise import variance_split
 from analysis.stats import ERROR, usable_trials
 
 ALPHA = 0.05
@@ -95,6 +101,25 @@ def compare(a_err: pd.Series, b_err: pd.Series, a_all: np.ndarray, b_all: np.nda
     }
 
 
+def seed_noise(rows: pd.DataFrame, models: list[str]) -> float | None:
+    """The pooled per-trial seed sd of these models' usable trials (points run twice or more);
+    None when no model repeated a point."""
+    variances = []
+    for model in models:
+        mine = rows[(rows["model"] == model) & rows["point"].notna()] if "point" in rows else rows.iloc[:0]
+        split = variance_split(mine[ERROR].to_numpy(float), mine["point"].to_numpy(int)) if len(mine) else None
+        if split is not None:
+            variances.append(split["seed_sd"] ** 2)
+    return math.sqrt(sum(variances) / len(variances)) if variances else None
+
+
+def _noise_clause(v: dict[str, Any]) -> str:
+    if not v.get("within_seed_noise"):
+        return ""
+    return (f"; the mean difference ({abs(v['mean_diff']):.2f} points) is smaller than the seed noise "
+            f"of one trial ({v['seed_sd']:.2f} points): a reseed could produce it")
+
+
 def _fmt_p(p: float | None) -> str:
     return "n/a" if p is None else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
 
@@ -109,7 +134,7 @@ def sentence(v: dict[str, Any]) -> str:
     if v["decision"] != "undecided":
         winner, loser = (a, b) if v["decision"] == "a" else (b, a)
         won = v["a_wins"] if v["decision"] == "a" else v["b_wins"]
-        return f"{winner} beats {loser} {where} on {won} of {v['n_pairs']} points ({numbers})"
+        return f"{winner} beats {loser} {where} on {won} of {v['n_pairs']} points ({numbers}){_noise_clause(v)}"
     ahead = a if v["p_a_better"] > 0.5 else b if v["p_a_better"] < 0.5 else None
     lead = (f"{ahead} better on {v['a_wins'] if ahead == a else v['b_wins']} of {v['n_pairs']} points"
             if ahead else f"even on {v['n_pairs']} points")
@@ -119,7 +144,7 @@ def sentence(v: dict[str, Any]) -> str:
     more = ""
     if v["points_needed"] and v["points_needed"] > v["n_pairs"]:
         more = f"; about {v['points_needed']} paired points would decide it at this rate"
-    return f"{a} vs {b} {where}: undecided, {lead} ({numbers}){why}{more}"
+    return f"{a} vs {b} {where}: undecided, {lead} ({numbers}){why}{more}{_noise_clause(v)}"
 
 
 def verdicts(trials: pd.DataFrame) -> list[dict[str, Any]]:
@@ -135,6 +160,9 @@ def verdicts(trials: pd.DataFrame) -> list[dict[str, Any]]:
         for a, b in combinations(models, 2):
             v = {"study": study, "optimizer": optimizer, "epochs": int(epochs), "a": a, "b": b,
                  **compare(errors[a], errors[b], all_errors[a], all_errors[b])}
+            v["seed_sd"] = seed_noise(rows, [a, b])
+            v["within_seed_noise"] = (v["seed_sd"] is not None and v["mean_diff"] is not None
+                                      and abs(v["mean_diff"]) < v["seed_sd"])
             v["sentence"] = sentence(v)
             out.append(v)
     return out

@@ -219,6 +219,34 @@ def test_sweep_refuses_a_missing_bucket_in_one_line(s3, tmp_path):
     assert "Traceback" not in out.stderr and not os.listdir(tmp_path)  # Ray was not started
 
 
+def test_an_unreachable_object_store_is_one_line_for_dry_run_and_mid_run(s3, tmp_path):
+    """Nothing listens on the endpoint: the dry run's read of study.yaml fails in one line (exit 2),
+    and the same real pyarrow error raised mid-run inside Tune's TuneError becomes that line too."""
+    from ray.tune.error import TuneError
+
+    from stability.cli import UsageError
+    from stability.results.storage import location
+    from stability.sweep.errors import storage_errors
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dead = f"s3://bucket/runs?endpoint_override=http://127.0.0.1:{port}&scheme=http"
+    out = run_cli("stability.sweep", TINY, "--dry-run", "--storage", dead, env={**s3["env"], "RAY_TMPDIR": str(tmp_path)},
+                  timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --storage: the object store failed:"), lines
+    assert "Traceback" not in out.stderr and "--resume" in lines[0]
+    with pytest.raises(UsageError) as info:
+        with storage_errors([TINY, "--storage", dead]):
+            try:
+                (location(dead) / "tiny" / "x.parquet").write_bytes(b"x")
+            except OSError:
+                raise TuneError("Traceback (most recent call last): ...")
+    assert str(info.value).startswith("--storage: the object store failed: ") and "\n" not in str(info.value)
+
+
 def test_resume_command_hides_query_secrets():
     from stability.spec import load_spec
     from stability.sweep.__main__ import _resume_command

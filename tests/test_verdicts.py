@@ -118,3 +118,31 @@ def test_the_report_opens_with_the_verdicts_and_json_carries_them(tmp_path):
     assert re.findall(r'<section id="([^"]+)"', html)[0] == "verdicts"
     for v in found:
         assert v["sentence"] in html.replace("&#39;", "'")
+
+
+def test_a_difference_smaller_than_the_seed_noise_is_called_so():
+    rng = np.random.default_rng(3)
+    points = 12
+    base = rng.uniform(10, 40, points)
+    rows = []
+    for model, shift, noise in (("a", -0.5, 2.0), ("b", 0.0, 1.0)):
+        for point in range(points):
+            for repeat in range(2):
+                rows.append({"study": "s", "trial_id": f"{model}-{point}-{repeat}", "model": model, "optimizer": "adamw",
+                             "epochs": 15, "lr": 1e-3, "weight_decay": 0.05, "seed": 1000 * repeat + point,
+                             "point": point, "repeat": repeat, "status": "ok",
+                             "top1_err": base[point] + shift + (noise if repeat else -noise) * rng.uniform(0.5, 1.5)})
+    frame = pd.DataFrame(rows)
+    [v] = verdicts(frame)
+    # independent: within-point sample variance (ddof=1) averaged over points, per model, then pooled
+    var = {m: g.groupby("point")["top1_err"].var(ddof=1).mean() for m, g in frame.groupby("model")}
+    pooled = math.sqrt((var["a"] + var["b"]) / 2)
+    means = frame.groupby(["model", "point"])["top1_err"].mean().unstack(0)
+    assert v["seed_sd"] == pytest.approx(pooled)
+    assert v["mean_diff"] == pytest.approx((means["a"] - means["b"]).mean())
+    assert abs(v["mean_diff"]) < pooled and v["within_seed_noise"] is True
+    assert f"smaller than the seed noise of one trial ({pooled:.2f} points)" in v["sentence"]
+    # without repeats there is no seed noise to compare with, and the sentence says nothing of it
+    [single] = verdicts(frame[frame["repeat"] == 0])
+    assert single["seed_sd"] is None and single["within_seed_noise"] is False
+    assert "seed noise" not in single["sentence"]

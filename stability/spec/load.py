@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from stability.spec.errors import SpecError, short, validation_message
 from stability.spec.knobs import KnobPath, parse_path, set_path
-from stability.spec.study import StudySpec, _nested_section
+from stability.spec.study import StudySpec, nested_section
 from stability.spec.trial import Recipe
 from stability.spec.yaml_loader import MAX_SPEC_BYTES, check_size, load_yaml
 
@@ -24,7 +24,7 @@ def spec_reference() -> list[str]:
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, field in model.model_fields.items():
             key = f"{prefix}{name}"
-            section = _nested_section(model, name)
+            section = nested_section(model, name)
             described = field.is_required() or section is not None or "default" in (field.description or "")
             default = "" if described else f" (default {field.get_default(call_default_factory=True)!r})"
             lines.append(f"{key:42s} {field.description or ''}{default}")

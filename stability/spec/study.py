@@ -142,7 +142,7 @@ def _is_distribution_map(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
 
 
-def _nested_section(model: type[BaseModel] | None, key: str) -> type[BaseModel] | None:
+def nested_section(model: type[BaseModel] | None, key: str) -> type[BaseModel] | None:
     """The pydantic model of a nested recipe section (e.g. `distillation`), else None."""
     field = model.model_fields.get(key) if model is not None else None
     annotation = field.annotation if field is not None else None
@@ -151,7 +151,7 @@ def _nested_section(model: type[BaseModel] | None, key: str) -> type[BaseModel] 
 
 def _section_at(model: type[BaseModel], path: KnobPath) -> type[BaseModel] | None:
     for key in path:
-        model = _nested_section(model, key)
+        model = nested_section(model, key)
     return model
 
 
@@ -172,7 +172,7 @@ def _check_recipe_key(key: str) -> None:
         where = "train" + "".join(f".{p}" for p in parts[:depth])
         check_keys([part], model.model_fields, short(where, quote=False))
         if depth < len(parts) - 1:
-            model = _nested_section(model, part)
+            model = nested_section(model, part)
             if model is None:
                 raise ValueError(f"{short('train.' + '.'.join(parts[:depth + 1]), quote=False)} is not a section with keys")
 

@@ -1,5 +1,6 @@
 """Failures of the machine a sweep writes to, told in one line: a full disk, a quota, a read-only or
-vanished results folder while the sweep writes its results (DESIGN.md: exit 2, one line, no traceback).
+vanished results folder, an object store that cannot be reached or refuses a request, while the
+sweep reads or writes its results (DESIGN.md: exit 2, one line, no traceback).
 
 The results are written by the driver (study.yaml, then one file per trial from Ray Tune's callback);
 Tune re-raises a callback's exception as a `TuneError` holding only its traceback text, with the
@@ -22,6 +23,9 @@ from stability.cli import UsageError
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
                             errno.EFBIG, errno.ESTALE})
 _ERRNO_TEXT = re.compile(r"\[errno (\d+)\]", re.IGNORECASE)  # pyarrow's OSErrors carry it in the text only
+# pyarrow's object-store filesystems raise OSErrors without errno whose text names the store's SDK:
+# an unreachable endpoint, a missing bucket, refused credentials, a throttled or failing store
+_OBJECT_STORE_TEXT = re.compile(r"\bAWS Error\b|google::cloud")
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -39,10 +43,16 @@ def _errno(exc: OSError) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def is_object_store_error(exc: BaseException) -> bool:
+    """An object store (S3, GCS) refused or could not serve a request."""
+    return isinstance(exc, OSError) and _errno(exc) is None and bool(_OBJECT_STORE_TEXT.search(str(exc)))
+
+
 def storage_failure(exc: BaseException) -> OSError | None:
-    """The OSError of a failed write behind `exc` (itself or along its chain), or None."""
+    """The OSError of a failed write (or an object store's failed request) behind `exc`, itself or
+    along its chain, or None."""
     for link in _chain(exc):
-        if isinstance(link, OSError) and _errno(link) in STORAGE_ERRNOS:
+        if isinstance(link, OSError) and (_errno(link) in STORAGE_ERRNOS or is_object_store_error(link)):
             return link
     return None
 
@@ -62,13 +72,18 @@ def _command_line(argv: list[str] | None) -> argparse.Namespace:
 def storage_message(error: OSError, argv: list[str] | None = None) -> str:
     """One line: the path that could not be written, why, and how to finish the study."""
     args = _command_line(argv)
+    resume = ["python -m stability.sweep", *([shlex.quote(args.study)] if args.study else []),
+              "--storage", shlex.quote(args.storage), *(["--address", shlex.quote(args.address)] if args.address else [])]
+    again = " ".join([*resume, "--resume"])
+    if is_object_store_error(error):
+        reason = " ".join(str(error).split())
+        return (f"--storage: the object store failed: {reason}; finished trials are kept: check the endpoint, the "
+                f"bucket and the credentials in the environment, then run `{again}`")
     path = error.filename if isinstance(error.filename, (str, os.PathLike)) else args.storage
     code = _errno(error)
     reason = error.strerror or (os.strerror(code) if code is not None else str(error).splitlines()[0])
-    resume = ["python -m stability.sweep", *([shlex.quote(args.study)] if args.study else []),
-              "--storage", shlex.quote(args.storage), *(["--address", shlex.quote(args.address)] if args.address else [])]
     return (f"--storage: cannot write {os.fsdecode(path)}: {reason}; finished trials are kept: "
-            f"make room (or fix the folder), then run `{' '.join([*resume, '--resume'])}`")
+            f"make room (or fix the folder), then run `{again}`")
 
 
 @contextlib.contextmanager
