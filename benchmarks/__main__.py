@@ -1,13 +1,14 @@
-"""`python -m benchmarks {gpu,overhead,fused,orchestration,fused_sweep,all}`: benchmarks, each a ratio against a baseline.
+"""`python -m benchmarks {gpu,overhead,fused,orchestration,fused_sweep,cifar_projection,all}`: benchmarks, each a ratio against a baseline.
 
 gpu            the trial engine vs a plain PyTorch loop: images/s and MFU per model (CUDA; --device cpu smoke-tests it)
 overhead       per-trial overhead, sweep vs a loop of stability.train (benchmarks.trial_overhead; needs Ray)
 fused          several configs of one model trained in one fused step vs one by one (benchmarks.fused_trials)
 orchestration  sweep wall time vs the trials' own work, 1-minute trials (benchmarks.orchestration_share; needs Ray)
 fused_sweep    whole sweeps with resources.fused_trials vs one trial per process (benchmarks.fused_sweep; needs Ray)
+cifar_projection  CIFAR-10-shaped fused epochs of cifar10_lr_wd's models, projected to the study (benchmarks.cifar_projection)
 all            each of the above that can run here, then a table of their ratios
 
-Arguments after `overhead`, `fused`, `orchestration` or `fused_sweep` go to that benchmark's module
+Arguments after `overhead`, `fused`, `orchestration`, `fused_sweep` or `cifar_projection` go to that benchmark's module
 (e.g. `overhead --trials 4`; `python -m benchmarks fused --help` shows its options).
 """
 
@@ -54,6 +55,8 @@ def add_gpu_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (CUDA when present)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile in the engine (default: on CUDA only)")
+    p.add_argument("--compile-models", type=lambda s: [m for m in s.split(",") if m], default=None,
+                   help="with compile on: compile only these models (comma-separated; default: every model)")
     p.add_argument("--num-classes", type=positive, default=1000, help="classes of the synthetic data")
     p.add_argument("--matmul-size", type=positive, default=None, help="peak matmul size (default 8192; 512 on the CPU)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
@@ -97,15 +100,18 @@ def gpu(args: argparse.Namespace, argv: list[str]) -> tuple[int, list[tuple[str,
     cuda = device.type == "cuda"
     settings = bench.Settings(device=device, steps=args.steps, epochs=args.epochs, warmup_steps=args.warmup_steps,
                               workers=args.workers, compile=cuda if args.compile is None else args.compile,
-                              num_classes=args.num_classes, matmul_size=args.matmul_size or (8192 if cuda else 512))
+                              num_classes=args.num_classes, matmul_size=args.matmul_size or (8192 if cuda else 512),
+                              compile_models=frozenset(args.compile_models) if args.compile_models else None)
     info = report.machine(device)
     peak = bench.measure_peak(device, settings.matmul_size)
     print(f"peak {peak['dtype']} matmul: {peak['tflops']:.4g} TFLOP/s", flush=True)
-    results = [bench.run_case(case, settings, peak["tflops"], log=lambda s: print(s, flush=True)) for case in cases]
+    command = "python -m benchmarks " + shlex.join(argv)
+    results = []
+    for case in cases:
+        results.append(bench.run_case(case, settings, peak["tflops"], log=lambda s: print(s, flush=True)))
+        if args.json:  # after every model: a run stopped part-way keeps the models it finished
+            report.write_json(args.json, report.record(results, peak, settings, info, command))
     report.show(results, peak, settings, info)
-    if args.json:
-        command = "python -m benchmarks " + shlex.join(argv)
-        report.write_json(args.json, report.record(results, peak, settings, info, command))
     ratios = [(f"gpu engine/plain images/s, {r.model}", f"{r.ratio:.2f}x" if math.isfinite(r.ratio) else "failed")
               for r in results]
     return (1 if any(r.errors for r in results) else 0), ratios

@@ -6,13 +6,15 @@ one; issue targets: >= 1.5 on a 2-core CPU with K=8 tiny models, >= 8 on one H10
 32 px) and the largest per-trial top-1 difference between the two ways.
 
     python -m benchmarks.fused_trials                      # CPU: K=8, digits at 8 px, 5 epochs
-    python -m benchmarks.fused_trials --device cuda --img-size 32 -k 16
+    python -m benchmarks.fused_trials --device cuda --img-size 32 -k 16 --json fused.json
     (or: python -m benchmarks fused ...)
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import platform
 import sys
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=lambda s: s.split(","), default=["vit_p_tiny", "vit_c_tiny"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads for both ways")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
     if args.k < 1 or args.epochs < 1:
         parser.error("-k and --epochs must be positive")
@@ -96,7 +99,26 @@ def main(argv: list[str] | None = None) -> int:
     total_alone, total_fused = sum(r[2] for r in rows), sum(r[3] for r in rows)
     target = ">= 8 on one H100 with K=16 at 32 px" if device.type == "cuda" else ">= 1.5 on a 2-core CPU with K=8"
     print(f"ratio fused / one by one (study throughput): {total_alone / total_fused:.2f}  (target {target})")
+    if args.json:
+        write_json(args, device, rows)
     return 0
+
+
+def write_json(args: argparse.Namespace, device: torch.device, rows: list[tuple]) -> None:
+    """The settings, one row per model and the overall ratio (study throughput, fused / one by one)."""
+    record = {
+        "date": datetime.date.today().isoformat(),
+        "machine": {"host": platform.node(), "device": device_name(device), "torch": torch.__version__,
+                    "threads": args.threads},
+        "settings": {"k": args.k, "epochs": args.epochs, "img_size": args.img_size, "batch_size": args.batch_size,
+                     "dataset": args.dataset, "optimizer": args.optimizer, "device": str(device)},
+        "rows": [{"model": model, "k": k, "one_by_one_s": alone_s, "fused_s": fused_s, "ratio": alone_s / fused_s,
+                  "max_abs_top1_diff": diff} for model, k, alone_s, fused_s, diff in rows],
+        "ratio": sum(r[2] for r in rows) / sum(r[3] for r in rows),
+    }
+    with open(args.json, "w") as fh:
+        json.dump(record, fh, indent=2)
+        fh.write("\n")
 
 
 if __name__ == "__main__":

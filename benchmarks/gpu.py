@@ -33,8 +33,6 @@ import torch.nn.functional as F
 LR, WEIGHT_DECAY, LABEL_SMOOTHING = 5e-4, 0.05, 0.1  # the engine's recipe defaults apart from lr/wd
 VAL_IMAGES = 32  # validation images per engine epoch: enough for the engine's metrics, cheap to run
 PLAIN_POOL_IMAGES = 2048  # distinct CPU images behind the plain loop's DataLoader (sampled repeatedly)
-FOUR_GF = 3.0  # GMACs from which the MFU target applies (the 4 GF models and larger)
-MFU_TARGET, RATIO_TARGET = 0.40, 2.0
 
 
 class BenchError(ValueError):
@@ -69,6 +67,11 @@ class Settings:
     compile: bool = True
     num_classes: int = 1000
     matmul_size: int = 8192
+    compile_models: frozenset[str] | None = None  # with compile on: compile only these models (None = every model)
+
+    def compiles(self, model: str) -> bool:
+        """Whether the engine runs `model` under torch.compile."""
+        return self.compile and (self.compile_models is None or model in self.compile_models)
 
 
 @dataclass
@@ -85,6 +88,7 @@ class Result:
     engine_mfu: float = math.nan
     plain_mfu: float = math.nan
     ratio: float = math.nan  # engine / plain images/s
+    compiled: bool = False  # the engine ran under torch.compile
     errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -160,7 +164,7 @@ def engine_run(case: Case, settings: Settings) -> dict[str, float]:
         dataset={"name": "synthetic", "img_size": case.img_size,
                  "options": {"train_size": case.batch_size * settings.steps, "val_size": val_images,
                              "num_classes": settings.num_classes}},
-        train={"batch_size": case.batch_size, "compile": settings.compile, "precision": "bf16",
+        train={"batch_size": case.batch_size, "compile": settings.compiles(case.model), "precision": "bf16",
                "warmup_epochs": 0, "label_smoothing": LABEL_SMOOTHING, "eval_batch_size": val_images,
                "channels_last": True},
     )
@@ -218,7 +222,7 @@ def mfu(images_per_s: float, gflops: float, peak_tflops: float) -> float:
 
 def run_case(case: Case, settings: Settings, peak_tflops: float, log=print) -> Result:
     """Engine then plain loop on one case; a failure (e.g. out of memory) is recorded, not raised."""
-    result = Result(case.model, case.img_size, case.batch_size)
+    result = Result(case.model, case.img_size, case.batch_size, compiled=settings.compiles(case.model))
     for way in ("engine", "plain"):
         log(f"{case.model} @ {case.img_size} px, batch {case.batch_size}: {way} ...")
         try:

@@ -11,10 +11,11 @@ from typing import Any, Sequence
 
 import torch
 
-from benchmarks.gpu import FOUR_GF, MFU_TARGET, RATIO_TARGET, Result, Settings, as_dict
+from benchmarks.gpu import Result, Settings, as_dict
+from benchmarks.targets import FOUR_GF, MFU_TARGET, RATIO_TARGET
 from benchmarks.table import print_table
 
-COLUMNS = ("model", "px", "batch", "GF", "engine img/s", "engine MFU", "warm-up s",
+COLUMNS = ("model", "px", "batch", "GF", "compiled", "engine img/s", "engine MFU", "warm-up s",
            "plain img/s", "plain MFU", "engine/plain")
 
 
@@ -43,7 +44,7 @@ def _pct(value: float) -> str:
 
 
 def rows(results: Sequence[Result]) -> list[list[str]]:
-    return [[r.model, str(r.img_size), str(r.batch_size), _num(r.gflops, ".3g"),
+    return [[r.model, str(r.img_size), str(r.batch_size), _num(r.gflops, ".3g"), "yes" if r.compiled else "no",
              _num(r.engine_images_per_s, ",.0f"), _pct(r.engine_mfu), _num(r.engine_warmup_s, ".1f"),
              _num(r.plain_images_per_s, ",.0f"), _pct(r.plain_mfu), _num(r.ratio, ".2f") + "x"]
             for r in results]
@@ -67,7 +68,8 @@ def target_lines(results: Sequence[Result]) -> list[str]:
 
 def show(results: Sequence[Result], peak: dict[str, Any], settings: Settings, info: dict[str, Any]) -> None:
     where = info.get("gpu", f"{info['cpus']}-CPU {platform.machine()}")
-    compile_note = "compiled" if settings.compile else "not compiled"
+    compile_note = ("not compiled" if not settings.compile else "compiled" if settings.compile_models is None
+                    else f"compiled for {', '.join(sorted(settings.compile_models))} only")
     if settings.device.type == "cuda":
         compile_note += ", channels-last conv stems"
     print(f"\npeak: {peak['tflops']:.4g} TFLOP/s ({peak['dtype']} matmul {peak['size']}^3 on {where}); "
@@ -87,7 +89,9 @@ def record(results: Sequence[Result], peak: dict[str, Any], settings: Settings, 
         "command": command,
         "machine": info,
         "settings": {"steps": settings.steps, "epochs": settings.epochs, "warmup_steps": settings.warmup_steps,
-                     "workers": settings.workers, "compile": settings.compile, "num_classes": settings.num_classes,
+                     "workers": settings.workers, "compile": settings.compile,
+                     "compile_models": sorted(settings.compile_models) if settings.compile_models is not None else None,
+                     "num_classes": settings.num_classes,
                      "engine_channels_last": settings.device.type == "cuda",
                      "float32_matmul_precision": torch.get_float32_matmul_precision()},
         "peak": peak,

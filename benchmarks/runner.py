@@ -16,6 +16,7 @@ SCRIPTS = {
     "fused": ("benchmarks.fused_trials", ()),  # several configs of one model in one forward/backward vs one by one
     "orchestration": ("benchmarks.orchestration_share", ("ray",)),  # sweep wall time vs the trials' own work
     "fused_sweep": ("benchmarks.fused_sweep", ("ray",)),  # whole sweeps: fused_trials=K vs one trial per process
+    "cifar_projection": ("benchmarks.cifar_projection", ()),  # CIFAR-10-shaped fused epochs -> cifar10_lr_wd's cost
 }
 RATIO_LINE = re.compile(r"^\s*ratio\b.*", re.IGNORECASE | re.MULTILINE)
 
