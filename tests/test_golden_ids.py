@@ -23,3 +23,8 @@ def test_plan_ids_are_unchanged(study, overrides):
     ids = plan_ids(study, overrides)
     assert len(ids) == len(set(ids)), "two planned trials share an id"
     assert ids == GOLDEN[case_key(study, overrides)]
+
+
+def test_the_default_studys_second_seed_adds_trials_and_keeps_the_first_seeds_ids():
+    one_seed, two_seeds = plan_ids("default", ["repeats=1"]), plan_ids("default", [])
+    assert len(two_seeds) == 2 * len(one_seed) and set(one_seed) <= set(two_seeds)
