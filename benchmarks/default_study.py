@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
-import sys
 import tempfile
-import time
 
+from benchmarks.fused_sweep import timed_sweep
 from stability.spec import load_spec
 
 WAYS = {
@@ -28,11 +26,7 @@ WAYS = {
 
 
 def sweep_seconds(storage: str, name: str, sets: list[str]) -> float:
-    argv = [sys.executable, "-m", "stability.sweep", "default", "--storage", storage,
-            *[x for s in [f"name={name}", *sets] for x in ("--set", s)]]
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    return timed_sweep(storage, [f"name={name}", *sets])
 
 
 def main(argv: list[str] | None = None) -> int:

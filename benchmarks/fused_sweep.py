@@ -18,14 +18,19 @@ import tempfile
 import time
 
 
-def sweep_seconds(storage: str, name: str, k: int, epochs: int, fused: int, cpus: int) -> float:
-    sets = [f"name={name}", f"samples={k}", f"epochs={epochs}",
-            "optimizers={adamw: {lr: {log_uniform: [2.5e-4, 8.0e-3]}, weight_decay: {log_uniform: [0.02, 0.8]}}}",
-            f"resources.fused_trials={fused}", f"resources.cpus_per_worker={cpus}"]
-    argv = [sys.executable, "-m", "stability.sweep", "default", "--storage", storage, *[x for s in sets for x in ("--set", s)]]
+def timed_sweep(storage: str, sets: list[str], study: str = "default") -> float:
+    """Wall seconds of one whole `python -m stability.sweep STUDY --storage STORAGE --set ...` run."""
+    argv = [sys.executable, "-m", "stability.sweep", study, "--storage", storage, *[x for s in sets for x in ("--set", s)]]
     start = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+def sweep_seconds(storage: str, name: str, k: int, epochs: int, fused: int, cpus: int) -> float:
+    return timed_sweep(storage, [
+        f"name={name}", f"samples={k}", f"epochs={epochs}",
+        "optimizers={adamw: {lr: {log_uniform: [2.5e-4, 8.0e-3]}, weight_decay: {log_uniform: [0.02, 0.8]}}}",
+        f"resources.fused_trials={fused}", f"resources.cpus_per_worker={cpus}"])
 
 
 def main(argv: list[str] | None = None) -> int:
