@@ -101,16 +101,23 @@ def compare(a_err: pd.Series, b_err: pd.Series, a_all: np.ndarray, b_all: np.nda
     }
 
 
-def seed_noise(rows: pd.DataFrame, models: list[str]) -> float | None:
-    """The pooled per-trial seed sd of these models' usable trials (points run twice or more);
-    None when no model repeated a point."""
-    variances = []
+def seed_variances(rows: pd.DataFrame, models: list[str]) -> dict[str, float]:
+    """Each model's within-point seed variance over its usable trials (`analysis.noise`), for the
+    models that ran some point twice or more."""
+    out = {}
     for model in models:
         mine = rows[(rows["model"] == model) & rows["point"].notna()] if "point" in rows else rows.iloc[:0]
         split = variance_split(mine[ERROR].to_numpy(float), mine["point"].to_numpy(int)) if len(mine) else None
         if split is not None:
-            variances.append(split["seed_sd"] ** 2)
-    return math.sqrt(sum(variances) / len(variances)) if variances else None
+            out[model] = split["seed_sd"] ** 2
+    return out
+
+
+def seed_noise(variances: dict[str, float], models: list[str]) -> float | None:
+    """The pooled per-trial seed sd of these models (their seed variances averaged); None when no
+    model repeated a point."""
+    pooled = [variances[m] for m in models if m in variances]
+    return math.sqrt(sum(pooled) / len(pooled)) if pooled else None
 
 
 def _noise_clause(v: dict[str, Any]) -> str:
@@ -157,10 +164,11 @@ def verdicts(trials: pd.DataFrame) -> list[dict[str, Any]]:
         rows = usable[(usable["study"] == study) & (usable["optimizer"] == optimizer) & (usable["epochs"] == epochs)]
         errors = {m: group[group["model"] == m].set_index("point")[ERROR] for m in models}
         all_errors = {m: rows.loc[rows["model"] == m, ERROR].to_numpy(float) for m in models}
+        variances = seed_variances(rows, models)
         for a, b in combinations(models, 2):
             v = {"study": study, "optimizer": optimizer, "epochs": int(epochs), "a": a, "b": b,
                  **compare(errors[a], errors[b], all_errors[a], all_errors[b])}
-            v["seed_sd"] = seed_noise(rows, [a, b])
+            v["seed_sd"] = seed_noise(variances, [a, b])
             v["within_seed_noise"] = (v["seed_sd"] is not None and v["mean_diff"] is not None
                                       and abs(v["mean_diff"]) < v["seed_sd"])
             v["sentence"] = sentence(v)
