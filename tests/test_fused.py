@@ -30,11 +30,13 @@ def _models(name: str, img_size: int = 8, **overrides) -> list[torch.nn.Module]:
     return models
 
 
-@pytest.mark.parametrize("name, conv_stem, pack_attention, img_size", [
-    ("vit_p_tiny", "auto", True, 8), ("vit_p_tiny", "auto", False, 8), ("vit_c_tiny", "grouped", False, 8),
-    ("vit_c_tiny", "matmul", True, 8), ("vit_c_tiny", "matmul", True, 16)])
-def test_fused_forward_and_gradients_equal_separate_models(name, conv_stem, pack_attention, img_size):
-    models = _models(name, img_size)
+@pytest.mark.parametrize("name, conv_stem, pack_attention, img_size, overrides", [
+    ("vit_p_tiny", "auto", True, 8, {}), ("vit_p_tiny", "auto", False, 8, {}), ("vit_c_tiny", "grouped", False, 8, {}),
+    ("vit_c_tiny", "matmul", True, 8, {}), ("vit_c_tiny", "matmul", True, 16, {}),
+    # LayerScale in every block, and one block only (the class-token-only last block is then the whole stack)
+    ("vit_p_tiny", "auto", True, 8, {"init_values": 0.5}), ("vit_p_tiny", "auto", True, 8, {"depth": 1})])
+def test_fused_forward_and_gradients_equal_separate_models(name, conv_stem, pack_attention, img_size, overrides):
+    models = _models(name, img_size, **overrides)
     reference = copy.deepcopy(models)
     fused = FusedViT(models, conv_stem=conv_stem, pack_attention=pack_attention).train()
     x = torch.randn(K, 16, 1, img_size, img_size, dtype=torch.float64)
