@@ -13,13 +13,15 @@ from stability.spec import builtin_names, load_spec
 
 # (study, --set overrides): every built-in study, plus overrides that reach optimizer arguments,
 # nested recipe sections and model arguments
-# The default study ran 1 seed per point until it shipped with repeats: 2; its earlier plan is kept
-# as "default repeats=1" (those ids are a subset of today's default plan, checked in the test).
+# The default study ran 1 seed per point for 15 epochs until it shipped with repeats: 2 and 10
+# epochs; its earlier plan is kept as "default repeats=1 epochs=15", and the other default cases
+# pin epochs=15, so their ids are exactly those recorded before (the plain "default" case has new ids).
 CASES = [(name, []) for name in builtin_names()] + [
-    ("default", ["repeats=1"]),
+    ("default", ["repeats=1", "epochs=15"]),
     ("default", ["optimizers.sgd.momentum=0.8", "optimizers.sgd.nesterov=false", "optimizers.adamw.betas=[0.9,0.99]",
-                 "repeats=1"]),
-    ("default", ["train.mixup=0.8", "train.ema=true", "model_args.drop_rate={choice: [0.0, 0.1]}", "repeats=2"]),
+                 "repeats=1", "epochs=15"]),
+    ("default", ["train.mixup=0.8", "train.ema=true", "model_args.drop_rate={choice: [0.0, 0.1]}", "repeats=2",
+                 "epochs=15"]),
     ("default", ["epochs=[5,10]", "sampler=random", "seed=3", "train.patch_losses.cosine={uniform: [0.0, 1.0]}",
                  "repeats=1"]),
 ]
