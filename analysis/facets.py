@@ -123,6 +123,14 @@ def facet_mode(models: Sequence[str], by: str = "auto") -> str:
     return "model"
 
 
+def display_order(models: Sequence[str], by: str = "auto") -> list[str]:
+    """The models in the order the figures show them: facet by facet (smallest size first when
+    faceted by size), within a facet by family then size; with one facet, by family then size."""
+    found = facets({m: m for m in dict.fromkeys(models)}, by)
+    order = [m for f in found for m in f.arms]
+    return order if len(found) > 1 else _ordered(order)
+
+
 def facets(arm_models: Mapping[str, str], by: str = "auto") -> list[Facet]:
     """The facets of the arms (arm -> its model), every arm in exactly one; within a facet, arms
     by family and size (the given order for arms of one model, and for `none`)."""

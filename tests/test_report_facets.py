@@ -86,6 +86,15 @@ def test_paper_sized_figures_get_one_panel_per_size_with_its_baseline(paper):
         assert all(len(models) <= 6 for models in models_by_axis(f.figure).values()), f.name
 
 
+def test_the_summary_table_lists_models_panel_by_panel(paper):
+    summary = next(s for s in paper.page.sections if s.anchor == "summary").blocks[0]
+    models = list(dict.fromkeys(row[0].text for row in summary.rows))
+    panels = [PANELS[t] for t in PANELS]
+    assert sorted(models) == sorted(MODELS)
+    assert [set(models[0:3]), set(models[3:6]), set(models[6:9])] == panels  # 1gf, 4gf, 18gf: not 18gf first
+    assert models[6:9] == ["regnety_16gf", "vit_c_18gf", "vit_p_18gf"]  # within a panel: by family
+
+
 def test_one_legend_below_each_figure_with_every_model_once(paper):
     for f in paper.page.figures():
         legend = f.figure.layout.legend

@@ -10,6 +10,7 @@ import pandas as pd
 
 import analysis as an
 from analysis.best_of_k import ESTIMATORS, LOW_VARIANCE, UNBIASED
+from analysis.facets import display_order
 from stability.report.figures import EPOCHS, FACTOR, LAYERS, OPTIMIZERS, SLICE, Arms, arms, draw
 from stability.report.page import Block, Details, Heading, Note, Page, Section, Verdict
 from stability.report.tables import failed_table, ks_table, running_table, spec_listings, summary_table, trials_table
@@ -66,6 +67,11 @@ def slice_sections(main: Arms, params: Sequence[str] = ("lr", "weight_decay")) -
     return sections
 
 
+def main_order(main: Arms) -> list[str]:
+    """The study's models in the order its figures show them (tables follow it)."""
+    return display_order(list(main.models.values()), main.facet_by)
+
+
 def factor_sections(main: Arms, factors: list[dict[str, Any]], params: Sequence[str], multi_study: bool) -> list[Section]:
     """Per factor column: the group statistics and every slice's EDFs with arms split by it."""
     sections = []
@@ -76,7 +82,7 @@ def factor_sections(main: Arms, factors: list[dict[str, Any]], params: Sequence[
         levels = ", ".join("missing" if v is None else str(v) for v in factor["levels"])
         sections.append(Section(
             f"factor-{column}", f"Split by {column}", f"by {column}",
-            [summary_table(factor["groups"], split.split_by, params, multi_study),
+            [summary_table(factor["groups"], split.split_by, params, multi_study, main_order(main)),
              *_folded(draw(FACTOR, split, keys), [], f"Every arm in one panel (split by {column})")],
             note=f"{column} takes {len(factor['levels'])} values in this study ({levels}); every arm below is a model "
                  f"at one of them. Same statistics and EDFs as above."))
@@ -203,7 +209,8 @@ def build_page(trials: pd.DataFrame, curves: pd.DataFrame, records: Sequence[dic
     return Page(title, subtitle, [
         *verdict_section(data.get("verdicts") or [], data.get("edge_warnings") or [], panel_of),
         *running_section(records, time.time() if now is None else now),
-        Section("summary", "Summary", "Summary", [summary_table(data["groups"], split_by, params, multi_study)],
+        Section("summary", "Summary", "Summary",
+                [summary_table(data["groups"], split_by, params, multi_study, main_order(main))],
                 note=SUMMARY_NOTE),
         *slice_sections(main, params),
         *factor_sections(main, data.get("factors") or [], params, multi_study),

@@ -56,13 +56,15 @@ def _good_range(stat: dict[str, Any], param: str) -> Cell:
 
 
 def summary_table(groups: list[dict[str, Any]], split_by: Sequence[str], params: Sequence[str],
-                  multi_study: bool) -> Table:
-    """One row per group of the `--json` summary: statistics, intervals, expected best, good ranges."""
+                  multi_study: bool, model_order: Sequence[str] = ()) -> Table:
+    """One row per group of the `--json` summary: statistics, intervals, expected best, good ranges;
+    models in `model_order` (the figures' order) come first, in that order, each study apart."""
     keys = (["study"] if multi_study else []) + ["model", "optimizer", "epochs"] + list(split_by)
     columns = [(k, "text") for k in keys] + [(c, "") for c in STAT_COLUMNS] + [(f"good {SHORT.get(p, p)}", "")
                                                                                for p in params]
+    rank = {m: i for i, m in enumerate(model_order)}
     rows = []
-    for g in groups:
+    for g in sorted(groups, key=lambda g: (str(g.get("study")), rank.get(g.get("model"), len(rank)))):
         expected = ", ".join(f"{k}:\u00a0{fmt(v, 1)}" for k, v in (g.get("expected_best") or {}).items())
         rows.append([Cell(text(g.get(k)), cls="text") for k in keys] + [
             Cell(fmt(g["n"])), Cell(f'{fmt(g["n_diverged"])} / {fmt(g["n_failed"])}'), Cell(fmt(g["min"])),
