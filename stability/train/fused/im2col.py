@@ -10,7 +10,8 @@ from torch import nn
 
 def im2col(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """Channels-last (K, B, H, W, C) -> (K, B, H', W', kh*kw*C): the input window of every output
-    position of `conv` (zero padding, no dilation: `check_fusable`), ordered (kh, kw, C) like `FusedViT._conv_weight`."""
+    position of `conv` (zero padding, no dilation: `check_fusable`), ordered (kh, kw, C) like
+    `FusedViT._conv_weight`."""
     if (*conv.kernel_size, *conv.stride, *conv.padding) == (1, 1, 1, 1, 0, 0):
         return x
     return Im2Col.apply(x, conv.kernel_size, conv.stride, conv.padding)
