@@ -72,8 +72,9 @@ def main_order(main: Arms) -> list[str]:
     return display_order(list(main.models.values()), main.facet_by)
 
 
-def factor_sections(main: Arms, factors: list[dict[str, Any]], params: Sequence[str], multi_study: bool) -> list[Section]:
-    """Per factor column: the group statistics and every slice's EDFs with arms split by it."""
+def factor_sections(main: Arms, factors: list[dict[str, Any]], params: Sequence[str], multi_study: bool,
+                    order: Sequence[str] = ()) -> list[Section]:
+    """Per factor column: the group statistics (models in `order`) and every slice's EDFs with arms split by it."""
     sections = []
     for factor in factors:
         column = factor["column"]
@@ -82,7 +83,7 @@ def factor_sections(main: Arms, factors: list[dict[str, Any]], params: Sequence[
         levels = ", ".join("missing" if v is None else str(v) for v in factor["levels"])
         sections.append(Section(
             f"factor-{column}", f"Split by {column}", f"by {column}",
-            [summary_table(factor["groups"], split.split_by, params, multi_study, main_order(main)),
+            [summary_table(factor["groups"], split.split_by, params, multi_study, order),
              *_folded(draw(FACTOR, split, keys), [], f"Every arm in one panel (split by {column})")],
             note=f"{column} takes {len(factor['levels'])} values in this study ({levels}); every arm below is a model "
                  f"at one of them. Same statistics and EDFs as above."))
@@ -206,14 +207,15 @@ def build_page(trials: pd.DataFrame, curves: pd.DataFrame, records: Sequence[dic
     title, subtitle = _header(trials, records)
     panel_of = {main.models[a]: f.title for f in main.facets for a in f.arms} if main.faceted else None
     arm_panel = {a: f.title for f in main.facets for a in f.arms} if main.faceted else None
+    order = main_order(main)
     return Page(title, subtitle, [
         *verdict_section(data.get("verdicts") or [], data.get("edge_warnings") or [], panel_of),
         *running_section(records, time.time() if now is None else now),
         Section("summary", "Summary", "Summary",
-                [summary_table(data["groups"], split_by, params, multi_study, main_order(main))],
+                [summary_table(data["groups"], split_by, params, multi_study, order)],
                 note=SUMMARY_NOTE),
         *slice_sections(main, params),
-        *factor_sections(main, data.get("factors") or [], params, multi_study),
+        *factor_sections(main, data.get("factors") or [], params, multi_study, order),
         *optimizer_section(main),
         *epochs_section(main),
         *layer_section(main),
