@@ -194,13 +194,17 @@ def run_trial(
     curve: list[dict[str, Any]] = []
     status, best_err, train_loss = "ok", math.inf, math.nan
     train_seconds, images, step, first_epoch = 0.0, 0, 0, 1
-    saved = checkpoint.load() if checkpoint is not None else None
+    saved = checkpoint.bind([cfg]).load() if checkpoint is not None else None
     if saved is not None:  # a retry or a resume: continue after the last saved epoch
-        resumed = restore(saved, model, optimizer, scheduler, ema, generator, objective.rng)
-        first_epoch, step, curve = resumed["epoch"] + 1, resumed["step"], resumed["curve"]
-        best_err, train_loss, train_seconds, images = (resumed[k] for k in ("best_err", "train_loss",
-                                                                             "train_seconds", "images"))
-        start -= curve[-1]["elapsed_s"]  # elapsed time and wall time count the earlier run too
+        try:
+            resumed = restore(saved, model, optimizer, scheduler, ema, generator, objective.rng)
+            first_epoch, step, curve = resumed["epoch"] + 1, resumed["step"], resumed["curve"]
+            best_err, train_loss, train_seconds, images = (resumed[k] for k in ("best_err", "train_loss",
+                                                                                 "train_seconds", "images"))
+            start -= curve[-1]["elapsed_s"]  # elapsed time and wall time count the earlier run too
+        except Exception as exc:  # a state of this trial that does not fit it: start over, freshly built
+            checkpoint.refuse_unfit(exc)
+            return run_trial(cfg, device, on_epoch, log, teacher, checkpoint_to, checkpoint)
         for point in curve if on_epoch is not None else ():
             on_epoch(point)
         if log is not None:

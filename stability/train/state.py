@@ -17,7 +17,9 @@ the file is then written in one PUT and read back whole (stability/results/stora
 from __future__ import annotations
 
 import io
+import json
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +29,10 @@ import torch
 
 from stability.results.files import atomic_write_bytes
 from stability.results.storage import ObjectPath, StoragePath, delete_tree, location
+from stability.train.owner import OWNER_FILE, checkpoint_owner, owner_mismatch
 
 STATE_FILE = "state.pt"
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: loaded with weights_only=True, names its owner
 DEFAULT_INTERVAL_S = 300.0  # time-based default: short trials never pay, long ones lose at most this
 
 
@@ -49,11 +52,18 @@ class CheckpointPolicy:
 
 @dataclass
 class TrialCheckpoint:
-    """The latest checkpoint of one trial (or one fused group) in `folder` (a path, or a URI string)."""
+    """The latest checkpoint of one trial (or one fused group) in `folder` (a path, or a URI string).
+
+    The engine binds it to its trials (`bind`): a saved state names them (`owner.checkpoint_owner`),
+    and `load` returns only a state of exactly those trials. Anything else there (a copy from another
+    trial, another group, a damaged or refused file, a pickle that would run code) counts as no
+    checkpoint: said once on stderr, and the trial starts over."""
 
     folder: StoragePath
     policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
     last_saved: float = field(default_factory=time.monotonic)
+    owner: dict[str, Any] | None = None
+    ignored: str | None = None  # why the state found here is not used (None: used, or none found)
 
     def __post_init__(self) -> None:
         self.folder = location(self.folder)
@@ -62,44 +72,85 @@ class TrialCheckpoint:
     def path(self) -> StoragePath:
         return self.folder / STATE_FILE
 
+    def bind(self, cfgs: list) -> TrialCheckpoint:
+        """Whose checkpoint this is: the trial, or the fused group's members in order."""
+        self.owner = checkpoint_owner(cfgs)
+        return self
+
     def due(self, epoch: int) -> bool:
         return self.policy.due(epoch, time.monotonic() - self.last_saved)
 
     def save(self, state: dict[str, Any]) -> None:
         buffer = io.BytesIO()
-        torch.save({"format": STATE_FORMAT, **state}, buffer)
+        torch.save({"format": STATE_FORMAT, "owner": self.owner, **state}, buffer)
+        if self.owner is not None:  # first: a state file is never left beside another trial's owner record
+            atomic_write_bytes(self.folder / OWNER_FILE, json.dumps(self.owner).encode())
         atomic_write_bytes(self.path, buffer.getvalue())
         self.last_saved = time.monotonic()
+        self.ignored = None
 
     def load(self) -> dict[str, Any] | None:
-        """The saved state, or None when there is none (a damaged file counts as none: the trial
-        starts over rather than trusting it)."""
+        """The saved state of this checkpoint's owner, or None when there is none. Read with
+        `weights_only=True`: tensors and plain containers only, no code runs."""
+        if self.ignored is not None:
+            return None
         try:
             source = io.BytesIO(self.path.read_bytes()) if isinstance(self.path, ObjectPath) else self.path
-            state = torch.load(source, map_location="cpu", weights_only=False)
+            state = torch.load(source, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             return None
-        except Exception:  # truncated or foreign file
-            return None
-        return state if isinstance(state, dict) and state.get("format") == STATE_FORMAT else None
+        except Exception as exc:  # truncated, foreign, or refused by the weights-only unpickler
+            return self.refuse(f"unreadable or refused ({_first_line(exc)})")
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            return self.refuse("not a checkpoint of this version")
+        why = owner_mismatch(state.get("owner"), self.owner) if self.owner is not None else None
+        return self.refuse(why) if why else state
+
+    def refuse(self, why: str) -> None:
+        """Count the state here as none from now on (until this trial saves its own), said once on stderr."""
+        if self.ignored is None:
+            print(f"checkpoint {self.path}: {why}; ignored, the trial starts over", file=sys.stderr, flush=True)
+        self.ignored = why
+
+    def refuse_unfit(self, exc: BaseException) -> None:
+        """The state names this checkpoint's owner but could not be restored into it."""
+        self.refuse(f"it does not fit its trials ({_first_line(exc)})")
 
     def delete(self) -> None:
         delete_tree(self.folder)
+
+
+def _first_line(exc: BaseException) -> str:
+    """torch's refusal names the global it refused on a line of its own; other errors say it first."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return next((line for line in lines if line.startswith("WeightsUnpickler")), lines[0])[:200]
 
 
 def global_random_states() -> dict[str, Any]:
     """The process-wide random sources: Python, NumPy (timm's Mixup), torch CPU and CUDA."""
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": _numpy_state(np.random.get_state()),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
 
 
+def _numpy_state(state: tuple) -> dict[str, Any]:
+    """NumPy's legacy generator state as types `torch.load(weights_only=True)` reads (no NumPy arrays)."""
+    kind, keys, pos, has_gauss, cached = state
+    return {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _numpy_state_back(state: dict[str, Any]) -> tuple:
+    return (state["kind"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+            state["cached_gaussian"])
+
+
 def set_global_random_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    np.random.set_state(_numpy_state_back(states["numpy"]))
     torch.set_rng_state(states["torch"])
     if states.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])

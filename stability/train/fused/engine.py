@@ -106,10 +106,14 @@ def run_fused_trials(
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
     train_seconds, first_epoch = 0.0, 1
-    saved = checkpoint.load() if checkpoint is not None else None
+    saved = checkpoint.bind(cfgs).load() if checkpoint is not None else None
     if saved is not None:  # a retry or a resume: every member continues after the last saved epoch
-        first_epoch, train_seconds = _restore(saved, trials) + 1, saved["train_seconds"]
-        start -= saved["elapsed_s"]
+        try:
+            first_epoch, train_seconds = _restore(saved, trials) + 1, float(saved["train_seconds"])
+            start -= float(saved["elapsed_s"])
+        except Exception as exc:  # a state of this group that does not fit it: start over, freshly built
+            checkpoint.refuse_unfit(exc)
+            return run_fused_trials(cfgs, device, on_epoch, log, checkpoint)
         for k, trial in enumerate(trials):
             for point in trial.curve if on_epoch is not None else ():
                 on_epoch(k, point)
