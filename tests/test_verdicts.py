@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from analysis.sensitivity import lr_sensitivities, lr_sensitivity
 from analysis.verdicts import points_needed, verdicts, wilson_interval
 
 
@@ -49,8 +50,9 @@ def test_a_model_better_at_every_point_wins_with_the_exact_numbers():
     ks = stats.ks_2samp(a, b)
     assert (v["ks_D"], v["ks_p"]) == pytest.approx((ks.statistic, ks.pvalue))
     assert v["decision"] == "a"
+    assert v["wilcoxon_p_holm"] == v["wilcoxon_p"] and v["holm_n"] == 1  # one comparison: nothing to adjust
     assert v["sentence"] == ("vit_c beats vit_p under adamw at 15 epochs on 8 of 8 points "
-                             "(P = 1.00 [0.68, 1.00], Wilcoxon p = 0.008)")
+                             "(P = 1.00 [0.68, 1.00], Wilcoxon p = 0.008, Holm-adjusted over 1 comparison p = 0.008)")
 
 
 def test_repeats_are_averaged_per_point_and_failed_trials_left_out():
@@ -146,3 +148,57 @@ def test_a_difference_smaller_than_the_seed_noise_is_called_so():
     [single] = verdicts(frame[frame["repeat"] == 0])
     assert single["seed_sd"] is None and single["within_seed_noise"] is False
     assert "seed noise" not in single["sentence"]
+
+
+def test_holm_adjustment_equals_statsmodels_over_the_whole_study_and_decides():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(5)
+    base = rng.uniform(10, 40, 8)
+    per_model = {"a": base - np.arange(1, 9), "b": base, "c": base + rng.normal(0, 2, 8), "d": base + rng.normal(0, 2, 8)}
+    frame = pd.concat([trials_of({m: list(e) for m, e in per_model.items()}, optimizer=o) for o in ("adamw", "sgd")])
+    found = verdicts(frame)
+    assert len(found) == 2 * 6 and all(v["holm_n"] == 12 for v in found)  # every pair under both optimizers
+    raw = [v["wilcoxon_p"] for v in found]
+    reject, adjusted, _, _ = multipletests(raw, alpha=0.05, method="holm")
+    assert [v["wilcoxon_p_holm"] for v in found] == pytest.approx(list(adjusted), abs=1e-12)
+    ab = next(v for v in found if (v["a"], v["b"], v["optimizer"]) == ("a", "b", "adamw"))
+    assert ab["wilcoxon_p"] == pytest.approx(2 / 2 ** 8) and ab["p_a_better_ci"][0] > 0.5  # decided without correction
+    assert ab["wilcoxon_p_holm"] > 0.05 and ab["decision"] == "undecided"  # not after it
+    assert "Holm-adjusted over 12 comparisons p = " in ab["sentence"]
+    assert [v["decision"] != "undecided" for v in found] == list(reject & np.array([
+        v["p_a_better_ci"][0] > 0.5 or v["p_a_better_ci"][1] < 0.5 for v in found]))
+
+
+def test_lr_sensitivity_is_its_definition_with_diverged_trials_at_chance():
+    errors = [12.0, 15.0, 30.0, 90.0, 95.0, 20.0]  # 90: a diverged trial (chance); 95: worse than chance
+    status = {("m", 3, 0): "diverged"}
+    frame = trials_of({"m": errors}, status=status)
+    [row] = lr_sensitivities(frame)
+    chance = 90.0
+    assert row["cap"] == chance and row["n"] == 6 and row["n_points"] == 6
+    assert row["value"] == pytest.approx(np.mean(np.minimum(errors, chance)) - min(errors))
+    lo, hi = row["ci"]
+    assert lo <= row["value"] <= hi
+    same = lr_sensitivity([5.0, 5.0, 5.0], [0, 1, 2])
+    assert same["value"] == 0.0 and same["ci"] == [0.0, 0.0]
+    assert lr_sensitivity([7.0])["ci"] is None and lr_sensitivity([])["value"] is None
+    # repeats of a point are drawn together: with two points there are only three distinct resamples
+    two = lr_sensitivity([1.0, 3.0, 5.0, 9.0], [0, 0, 1, 1], n_boot=200)
+    assert two["n_points"] == 2 and two["value"] == pytest.approx(np.mean([1, 3, 5, 9]) - 1)
+    assert two["ci"][0] >= 1.0 and two["ci"][1] <= np.mean([1.0, 3.0, 5.0, 9.0]) - 1 + 1e-9
+
+
+def test_the_sentence_says_which_model_is_less_sensitive_when_the_intervals_part():
+    rng = np.random.default_rng(2)
+    calm = list(10 + rng.uniform(0, 1, 16))
+    wild = list(10 + rng.uniform(0, 40, 16))
+    [v] = verdicts(trials_of({"calm": calm, "wild": wild}))
+    rows = {r["model"]: r for r in lr_sensitivities(trials_of({"calm": calm, "wild": wild}))}
+    assert rows["calm"]["ci"][1] < rows["wild"]["ci"][0]
+    assert v["sentence"].endswith(f"; calm is the less sensitive to its learning rate (lr sensitivity "
+                                  f"{rows['calm']['value']:.1f} [{rows['calm']['ci'][0]:.1f}, {rows['calm']['ci'][1]:.1f}]"
+                                  f" against {rows['wild']['value']:.1f} [{rows['wild']['ci'][0]:.1f}, "
+                                  f"{rows['wild']['ci'][1]:.1f}] points)")
+    [close] = verdicts(trials_of({"a": calm, "b": [e + 0.1 for e in calm]}))
+    assert "sensitive" not in close["sentence"]

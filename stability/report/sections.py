@@ -17,7 +17,9 @@ from stability.report.tables import failed_table, ks_table, running_table, spec_
 
 SUMMARY_NOTE = ("Per group, over every trial that did not fail (diverged trials count at their recorded error). "
                 "Brackets: 95% bootstrap intervals; good ranges: pycls bootstrap of the best of 25% of the runs, "
-                "median [2.5%, 97.5%].")
+                "median [2.5%, 97.5%]. lr sensitivity (Wortsman et al. 2023): the mean of min(error, chance error) "
+                "over the group's trials minus its best error, in points (0: every sampled lr and wd trains as well "
+                "as the best), its interval a bootstrap over the sampled points.")
 SLICE_NOTE = ("EDFs: share of trials at or below an error (bands: 95% pointwise bootstrap). Hyper-parameter panels: "
               "crosses are diverged trials; the bars below are the good ranges (median marked); dashed vertical lines "
               "on the lr panel are the stability frontiers (the lr where the share of diverged trials reaches 10%, "
@@ -145,8 +147,10 @@ def _names(trials: pd.DataFrame, column: str) -> str:
 
 VERDICT_NOTE = ("Paired over the sampled points (every model saw the same ones): P is the share of points where the "
                 "first model's error is lower (ties count one half) with its 95% Wilson interval; Wilcoxon is the "
-                "signed-rank test on the per-point differences. A verdict needs both: the interval clear of 0.5 "
-                "and p < 0.05.")
+                "signed-rank test on the per-point differences, its p-values Holm-adjusted over every verdict of the "
+                "study (the chance of any false verdict stays under 5%). A verdict needs both: the interval clear of "
+                "0.5 and the adjusted p < 0.05. A clause names the model less sensitive to its learning rate when "
+                "the two lr sensitivities' intervals do not overlap.")
 
 
 def verdict_section(verdicts: Sequence[dict[str, Any]], edges: Sequence[dict[str, Any]] = (),

@@ -66,6 +66,20 @@ def _low_variance(trials: pd.DataFrame, groups: list[dict[str, Any]], split_by: 
     return groups
 
 
+def _with_sensitivity(trials: pd.DataFrame, groups: list[dict[str, Any]], split_by: Sequence[str],
+                      seed: int) -> list[dict[str, Any]]:
+    """Each group with `lr_sensitivity` ({value, ci, n}, `analysis.sensitivity`) over its own trials."""
+    from analysis.sensitivity import by_group, lr_sensitivities
+    from analysis.stats import group_keys
+
+    keys = group_keys(split_by)
+    found = by_group(json_value(lr_sensitivities(trials, keys, seed=seed)), keys)
+    for g in groups:
+        row = found.get(tuple(json_value(g.get(k)) for k in keys)) or {}
+        g["lr_sensitivity"] = {k: row.get(k) for k in ("value", "ci", "n")}
+    return groups
+
+
 def summary(trials: pd.DataFrame, split_by: Sequence[str], params: Sequence[str], seed: int = 0,
             factors: Sequence[str] = (), knobs: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The summary as plain data: `groups`, `ks` (model pairs), `ks_optimizers`,
@@ -77,26 +91,34 @@ def summary(trials: pd.DataFrame, split_by: Sequence[str], params: Sequence[str]
     study.yaml's knob records) and `importance` (which knob the error depends on, Optuna PED-ANOVA).
     `expected_best_estimator` names the estimator of the groups' `expected_best` (and of the
     report's curves): "unbiased"; each group also has `expected_best_low_variance`, the
-    lower-variance estimator of Dodge et al. 2021 at the same k."""
+    lower-variance estimator of Dodge et al. 2021 at the same k. `lr_sensitivity` (per study,
+    optimizer, epochs and model; each group has its own too): one number for how sensitive the
+    model is to its learning rate, with its interval (`analysis.sensitivity`)."""
     from analysis.edges import edge_warnings
     from analysis.frontier import stability_frontier
     from analysis.importance import importance
     from analysis.noise import seed_variance
     from analysis import factor_levels, group_stats, ks_models, ks_optimizers, layer_similarity_table
+    from analysis.sensitivity import lr_sensitivities
     from analysis.verdicts import verdicts
 
     split_by, params = list(split_by), list(params)
+    sensitivity = lr_sensitivities(trials, seed=seed)
+
+    def groups(by: list[str]) -> list[dict[str, Any]]:
+        found = group_stats(trials, by, params, seed=seed).to_dict(orient="records")
+        return _with_sensitivity(trials, _low_variance(trials, found, by), by, seed)
+
     return json_value({
-        "groups": _low_variance(trials, group_stats(trials, split_by, params, seed=seed).to_dict(orient="records"),
-                                split_by),
+        "groups": groups(split_by),
         "expected_best_estimator": UNBIASED,
         "ks": ks_models(trials, split_by).to_dict(orient="records"),
         "ks_optimizers": ks_optimizers(trials, split_by).to_dict(orient="records"),
         "patch_cos_sim_by_layer": layer_similarity_table(trials, split_by).to_dict(orient="records"),
         "factors": [{"column": f, "levels": factor_levels(trials, f),
-                     "groups": group_stats(trials, [*split_by, f], params, seed=seed).to_dict(orient="records")}
-                    for f in factors],
-        "verdicts": verdicts(trials),
+                     "groups": groups([*split_by, f])} for f in factors],
+        "verdicts": verdicts(trials, sensitivity),
+        "lr_sensitivity": sensitivity,
         "variance": seed_variance(trials),
         "frontier": stability_frontier(trials, seed=seed),
         "edge_warnings": edge_warnings(trials, list(knobs)),

@@ -12,7 +12,7 @@ from stability.report.page import Cell, Listing, Note, Table
 
 SHORT = {"weight_decay": "wd"}
 STAT_COLUMNS = ("n", "diverged / failed", "best", "median", "mean", "q25 - q75", "near-opt 1 pt", "near-opt 2 pts",
-                "expected best of k trials")
+                "lr sensitivity", "expected best of k trials")
 
 
 def text(x: Any) -> str:
@@ -48,6 +48,13 @@ def _with_ci(stat: dict[str, Any], name: str) -> Cell:
     return Cell(fmt(stat[name]), "" if lo is None or hi is None else f"[{fmt(lo)}, {fmt(hi)}]")
 
 
+def _sensitivity(stat: dict[str, Any]) -> Cell:
+    """The lr sensitivity (`analysis.sensitivity`) with its interval below it."""
+    s = stat.get("lr_sensitivity") or {}
+    ci = s.get("ci")
+    return Cell(fmt(s.get("value")), f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
+
+
 def _good_range(stat: dict[str, Any], param: str) -> Cell:
     r = (stat.get("good_range") or {}).get(param)
     if not r or r.get("median") is None:
@@ -70,7 +77,7 @@ def summary_table(groups: list[dict[str, Any]], split_by: Sequence[str], params:
             Cell(fmt(g["n"])), Cell(f'{fmt(g["n_diverged"])} / {fmt(g["n_failed"])}'), Cell(fmt(g["min"])),
             _with_ci(g, "median"), _with_ci(g, "mean"),
             Cell(f'{fmt(g["q25"])} - {fmt(g["q75"])}' if g["q25"] is not None else ""),
-            _with_ci(g, "near_opt_1"), _with_ci(g, "near_opt_2"), Cell(expected, cls="wrap", small=True),
+            _with_ci(g, "near_opt_1"), _with_ci(g, "near_opt_2"), _sensitivity(g), Cell(expected, cls="wrap", small=True),
         ] + [_good_range(g, p) for p in params])
     return Table(columns, rows)
 
