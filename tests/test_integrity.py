@@ -16,13 +16,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO, TESTS, run_cli, wait_for
 from stability.results import lock as lockmod
 from stability.results.lock import LockHeld, StudyLock, identity
-from stability.results.store import ResultsStore, StoreError, check_file, read_study
+from stability.results.store import ResultsStore, StoreError, read_study
+from stability.results.tables import TRIAL_KEYS, TableFile, check_file, table_files
 from stability.sampling import plan_trials
 from stability.spec import load_spec
 from stability.sweep.__main__ import main as sweep_main
@@ -239,80 +241,6 @@ def test_the_report_refuses_a_damaged_study_yaml_in_one_line(tmp_path):
     assert not (tmp_path / "r.html").exists()
 
 
-# --- damaged result files ------------------------------------------------------------------------------
-
-
-def _row(trial_id: str, **extra) -> dict:
-    return {"study": "s", "trial_id": trial_id, "model": "m", "optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4,
-            "epochs": 1, "seed": 0, "batch_size": 8, "status": "ok", "top1_err": 5.0, **extra}
-
-
-CURVE = [{"epoch": 1, "train_loss": 1.0, "top1_err": 9.0, "lr": 0.1, "elapsed_s": 1.0}]
-
-
-def _damaged_store(tmp_path) -> tuple[ResultsStore, dict[str, str]]:
-    """A store with sound trials a0..a2 and one damaged file of each kind."""
-    store = ResultsStore(tmp_path / "s")
-    for tid in ["a0", "a1", "a2", "trunc", "empty", "wrong", "curve"]:
-        store.write_trial(_row(tid), CURVE)
-    trials = store.trials_dir
-    data = (trials / "trunc.parquet").read_bytes()
-    (trials / "trunc.parquet").write_bytes(data[: len(data) // 2])  # a torn copy: no footer
-    (trials / "empty.parquet").write_bytes(b"")
-    shutil.copy(trials / "a0.parquet", trials / "wrong.parquet")  # sound Parquet, another trial's row
-    curve = (store.curves_dir / "curve.parquet").read_bytes()
-    (store.curves_dir / "curve.parquet").write_bytes(curve[:10])
-    two = pd.concat([pd.read_parquet(trials / "a1.parquet")] * 2)
-    two.to_parquet(trials / "two.parquet")  # two rows in one trial's file
-    return store, {"trunc": "trials", "empty": "trials", "wrong": "trials", "two": "trials", "curve": "curves"}
-
-
-def test_damaged_trial_files_are_moved_aside_said_on_stderr_and_run_again(tmp_path, capsys):
-    store, damaged = _damaged_store(tmp_path)
-    assert store.finished_ids() == {"a0", "a1", "a2"}
-    err = capsys.readouterr().err
-    for tid, table in damaged.items():
-        kept = store.damaged_dir / f"{table}.parquet" / f"{tid}.parquet"
-        assert kept.is_file(), f"{tid}: damaged files are kept for inspection"
-        assert f"{store.root / f'{table}.parquet' / f'{tid}.parquet'} is damaged" in err
-        assert not (store.root / f"{table}.parquet" / f"{tid}.parquet").exists()
-    assert "2 rows, expected 1" in err and "holds trial_id a0, not wrong" in err
-    assert not (store.trials_dir / "curve.parquet").exists(), "a trial whose curve is damaged runs again"
-    store.write_trial(_row("trunc"), CURVE)  # its re-run
-    assert store.finished_ids() == {"a0", "a1", "a2", "trunc"}
-    (store.trials_dir / "a2.parquet").write_bytes(b"PAR1")  # damaged again later: a second copy is kept too
-    (store.damaged_dir / "trials.parquet" / "a2.parquet").write_bytes(b"older")
-    assert "a2" not in store.finished_ids()
-    assert (store.damaged_dir / "trials.parquet" / "a2.parquet.1").read_bytes() == b"PAR1"
-    assert (store.damaged_dir / "trials.parquet" / "a2.parquet").read_bytes() == b"older"
-
-
-def test_read_study_reads_the_sound_files_and_lists_the_others(tmp_path):
-    store, damaged = _damaged_store(tmp_path)
-    before = sorted(p.name for p in store.root.rglob("*"))
-    result = read_study(store.root)
-    assert sorted(result.trials["trial_id"]) == ["a0", "a1", "a2", "curve"]
-    assert sorted(result.curves["trial_id"]) == ["a0", "a1", "a2", "empty", "trunc", "wrong"]
-    assert sorted(Path(p).relative_to(store.root).as_posix() for p in result.skipped) == sorted(
-        f"{table}.parquet/{tid}.parquet" for tid, table in damaged.items())
-    assert sorted(p.name for p in store.root.rglob("*")) == before, "a reader moves nothing"
-    sound = pd.read_parquet([store.trials_dir / f"a{i}.parquet" for i in range(3)])
-    pd.testing.assert_frame_equal(result.trials[result.trials["trial_id"] != "curve"].reset_index(drop=True), sound)
-
-
-def test_a_sound_study_reads_as_pandas_reads_it_and_checks_read_footers_only(tmp_path, monkeypatch):
-    root = make_study(tmp_path, samples=3)
-    result = read_study(root)
-    assert result.skipped == []
-    positions = ["point", "repeat"]  # recovered from the seeds when the rows lack them
-    pd.testing.assert_frame_equal(result.trials.drop(columns=positions),
-                                  pd.read_parquet(root / "trials.parquet").drop(columns=positions))
-    pd.testing.assert_frame_equal(result.curves, pd.read_parquet(root / "curves.parquet"))
-    monkeypatch.setattr(pq, "read_table", lambda *a, **k: pytest.fail("a check must not read data pages"))
-    assert all(check_file(p, one_row=True)[1] is None for p in (root / "trials.parquet").glob("*.parquet"))
-    assert len(ResultsStore(root).finished_ids()) == len(result.trials)
-
-
 # --- report --out --------------------------------------------------------------------------------------
 
 
@@ -438,7 +366,7 @@ def test_two_sweeps_of_one_study_at_once_only_one_runs(ray_cluster, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"{victim} is damaged" in again.stderr and "1 of 2 trials already finished; running 1" in again.stderr
     assert len((study / "damaged" / "trials.parquet" / victim.name).read_bytes()) == 100
-    assert check_file(victim, one_row=True)[1] is None and len(pd.read_parquet(study / "trials.parquet")) == 2
+    assert check_file(TableFile(victim, 0.0), TRIAL_KEYS)[1] is None and len(pd.read_parquet(study / "trials.parquet")) == 2
 
 
 @pytest.mark.ray

@@ -1,19 +1,21 @@
 """Results store: schema-v1 Parquet datasets under `<storage>/<study>/`, written atomically.
 
-Layout (DESIGN.md, "Results"):
+Layout (docs/architecture.md, "The study folder"):
     <storage>/<study>/study.yaml                 resolved spec, package versions
-    <storage>/<study>/trials.parquet/<id>.parquet one row per finished trial
+    <storage>/<study>/trials.parquet/<id>.parquet one row per finished trial (as the sweep writes it)
     <storage>/<study>/curves.parquet/<id>.parquet one row per epoch of that trial
 
-One file per trial, written to a hidden temporary name and renamed into place, so a reader
+The sweep writes one file per trial, to a hidden temporary name renamed into place, so a reader
 never sees a half-written file, concurrent finishes never lose a row, and re-writing a trial
-replaces it instead of duplicating it. `pandas.read_parquet(<dir>/trials.parquet)` reads the
-whole table (Parquet readers skip names starting with "." or "_"). Knows Parquet, not Ray.
+replaces it instead of duplicating it. Reading is wider than writing (`stability.results.tables`):
+any readable Parquet file with the key columns is data, whatever its name or row count (a
+compacted folder, files written by pandas, DuckDB or Polars), and a trial id in two files counts
+once (the newest file wins). `pandas.read_parquet(<dir>/trials.parquet)` reads the same table.
 
-Damaged files are never trusted: a trial counts as finished only when its file's Parquet footer
-reads and holds exactly one row of that trial (`check_file`); the sweep moves a damaged file to
-`<study>/damaged/` (kept, never deleted) and runs its trial again, and `read_study` reads the
-sound files only and lists the others in `StudyResults.skipped`.
+Damaged files are never trusted: a file that does not read as Parquet or lacks the key columns
+is damaged; the sweep moves it to `<study>/damaged/` (kept, never deleted) and runs again every
+trial no sound file holds, and `read_study` reads the sound files only and lists the others in
+`StudyResults.skipped`.
 
 The study folder may be on an object store (`--storage s3://bucket/runs`: `storage.ObjectPath`):
 each file is then written in one PUT instead of temporary name + rename, read through the store's
@@ -31,11 +33,24 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import yaml
 
 from stability.results.files import atomic_path, atomic_write_text
+from stability.results.tables import (
+    CURVE_KEYS,
+    TRIAL_KEYS,
+    TableFile,
+    check_file,
+    conform,
+    duplicate_note,
+    first_line,
+    newest_rows,
+    say_once,
+    scan,
+    table_files,
+    trial_ids,
+)
 from stability.results.schema import (
     CURVE_COLUMNS,
     SCHEMA_VERSION,
@@ -69,60 +84,6 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
         pq.write_table(table, tmp)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _trial_ids(path: StoragePath, meta: pq.FileMetaData) -> set[str] | None:
-    """The `trial_id` values of a Parquet file, from its footer's column statistics when present (no
-    data page is read), else from the column itself; None when there is no such column."""
-    if "trial_id" not in meta.schema.names:
-        return None
-    values: set[str] = set()
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        column = next(group.column(i) for i in range(group.num_columns) if group.column(i).path_in_schema == "trial_id")
-        stats = column.statistics
-        if stats is None or not stats.has_min_max or column.num_values == 0:
-            where, fs = arrow_source(path)
-            return set(pq.read_table(where, columns=["trial_id"], filesystem=fs).column(0).drop_null().to_pylist())
-        values |= {stats.min, stats.max}
-    return values
-
-
-def check_file(path: StoragePath, one_row: bool) -> tuple[pq.FileMetaData | None, str | None]:
-    """Whether a trials (`one_row`) or curves file of the store can be trusted, reading its footer only:
-    (footer, None) when sound, (None, why) when damaged. Sound: the footer reads, the trials file holds
-    exactly one row, and every row's `trial_id` is the file's name."""
-    try:
-        where, fs = arrow_source(path)
-        meta = pq.read_metadata(where, filesystem=fs)
-        if one_row and meta.num_rows != 1:
-            return None, f"{meta.num_rows} rows, expected 1"
-        if meta.num_rows == 0:
-            return meta, None
-        ids = _trial_ids(path, meta)
-    except (OSError, pa.ArrowException) as exc:  # empty, truncated, not Parquet, unreadable
-        return None, _first_line(exc)
-    if ids is None:
-        return None, "no trial_id column"
-    if not ids:
-        return None, "no trial_id value"
-    if ids != {path.stem}:
-        return None, f"holds trial_id {', '.join(sorted(map(str, ids)))}, not {path.stem}"
-    return meta, None
-
-
-def _result_files(folder: StoragePath) -> list[StoragePath]:
-    """A table folder's files (Parquet readers skip hidden names: temporary files being written)."""
-    if isinstance(folder, ObjectPath):
-        return [p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_"))]
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")) and p.is_file())
-
-
 @dataclass
 class ResultsStore:
     """Writer and reader of one study's folder."""
@@ -152,31 +113,39 @@ class ResultsStore:
     def damaged_dir(self) -> Path:
         return self.root / DAMAGED_DIR
 
-    def finished_ids(self) -> set[str]:
-        """Ids of the trials whose row is on disk and sound (`check_file`: footers only, no data).
+    def finished_ids(self, planned: set[str] | None = None) -> set[str]:
+        """Ids of the trials some sound trials file holds (footers only, plus the `trial_id` column of
+        multi-row files). A damaged `curves.parquet/<id>.parquet` takes `trials.parquet/<id>.parquet`
+        aside with it (a row implies its curve), so that trial runs again.
 
-        For the store's one writer (the sweep, holding the study lock): a damaged trials file, or a
-        damaged curves file of a trial, is moved to `<study>/damaged/` (kept for inspection, said on
-        stderr) and its trial is not counted, so it runs again and its files are written afresh."""
-        finished = set()
-        for path in _result_files(self.trials_dir):
-            _, why = check_file(path, one_row=True)
-            if why is None:
-                curve = self.curves_dir / path.name
-                if curve.exists():
-                    _, curve_why = check_file(curve, one_row=False)
-                    if curve_why is not None:
-                        self._move_aside(curve, curve_why)
-                        why = "its curve was damaged"
-            if why is None:
-                finished.add(path.stem)
-            else:
-                self._move_aside(path, why)
-        return finished
+        For the store's one writer (the sweep, holding the study lock): a damaged file is moved to
+        `<study>/damaged/` (kept for inspection, said on stderr), so every trial no sound file holds
+        runs again and its files are written afresh. `planned`, the ids of the study's plan, lets
+        that message say whether the file named a trial of the study."""
+        torn = set()  # trials whose own curves file is damaged: they run again
+        for file in table_files(self.curves_dir):
+            _, why = check_file(file, CURVE_KEYS)
+            if why is not None:
+                self.move_aside(file.path, why, planned)
+                torn.add(file.path.name)
+        holders: dict[str, list[TableFile]] = {}
+        for file in table_files(self.trials_dir):
+            meta, why = check_file(file, TRIAL_KEYS)
+            if why is None and file.path.name in torn and file.path.parent == self.trials_dir:
+                why = "its curve was damaged"
+            if why is not None:
+                self.move_aside(file.path, why, planned)
+                continue
+            for trial_id in trial_ids(file, meta):
+                holders.setdefault(trial_id, []).append(file)
+        note = duplicate_note(self.trials_dir, holders)
+        if note:
+            say_once(note)
+        return set(holders)
 
-    def _move_aside(self, path: Path, why: str) -> None:
+    def move_aside(self, path: StoragePath, why: str, planned: set[str] | None = None) -> None:
         """Move a damaged file to damaged/<table>/ under a free name; never delete it."""
-        folder = self.damaged_dir / path.parent.name
+        folder = self.damaged_dir / next(p for p in (self.trials_dir, self.curves_dir) if str(path).startswith(str(p))).name
         folder.mkdir(parents=True, exist_ok=True)
         dest, n = folder / path.name, 0
         while dest.exists():
@@ -189,7 +158,19 @@ class ResultsStore:
             return
         except OSError as exc:  # left in place; the re-run replaces it
             where = f"could not be moved to {dest} ({exc.strerror or exc})"
-        print(f"warning: {path} is damaged ({why}); {where}; its trial runs again", file=sys.stderr)
+        if planned is None or path.stem in planned:
+            then = "its trial runs again"
+        else:
+            then = "its name is no trial of this study; any trial of the plan that no sound file holds runs again"
+        print(f"warning: {path} is damaged ({why}); {where}; {then}", file=sys.stderr)
+
+    def check_layout(self) -> None:
+        """StoreError (one line) when the sweep could not add its one file per trial: a table that is
+        a single Parquet file (as pandas or DuckDB may write it) instead of a folder."""
+        for table in (self.trials_dir, self.curves_dir):
+            if table.is_file():
+                raise StoreError(f"{table} is one Parquet file; the sweep adds a file per trial to a folder: run "
+                                 f"`python -m stability.results compact {self.root}` to make it one, then run again")
 
     def write_trial(self, row: dict[str, Any], curve: list[dict[str, Any]]) -> None:
         """Write one finished trial: its curve first, then its row (a row implies its curve)."""
@@ -269,7 +250,7 @@ class ResultsStore:
         try:
             record = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
-            raise StoreError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or _first_line(exc)}); {fix}") from None
+            raise StoreError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or first_line(exc)}); {fix}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -305,47 +286,45 @@ class StudyResults:
         return list((self.spec or {}).get("knobs") or [])
 
 
-def _read_table(path: StoragePath, one_row: bool) -> tuple[pa.Table | None, list[str]]:
-    """The sound files of a table (a folder of per-trial files, or one file) as one table (None when
-    there are none; columns are the union of the files'), and the damaged files skipped."""
-    if path.is_file():
-        try:
-            where, fs = arrow_source(path)
-            return pq.read_table(where, filesystem=fs), []
-        except (OSError, pa.ArrowException):
-            return None, [str(path)]
+def read_table(table: StoragePath, keys: tuple[str, ...]) -> tuple[pa.Table | None, list[str]]:
+    """The sound files of a table as one table (None when there are none), one row per key (the
+    newest file's), and the damaged files left out (paths)."""
     good, schemas, skipped = [], [], []
-    for file in _result_files(path):
-        meta, why = check_file(file, one_row)
+    for file in table_files(table):
+        meta, why = check_file(file, keys)
         if why is None:
             good.append(file)
             schemas.append(meta.schema.to_arrow_schema())
         else:
-            skipped.append(str(file))
+            skipped.append(str(file.path))
     if not good:
         return None, skipped
     try:  # one scan of every sound file (threaded)
-        return _scan(good, schemas), skipped
+        data, origin = scan(good, schemas, table)
     except (OSError, pa.ArrowException):  # a sound footer over a damaged page: find it file by file
-        pass
-    readable = []
-    for file, schema in zip(good, schemas):
-        try:
-            where, fs = arrow_source(file)
-            pq.read_table(where, filesystem=fs)
-            readable.append((file, schema))
-        except (OSError, pa.ArrowException):
-            skipped.append(str(file))
-    if not readable:
-        return None, sorted(skipped)
-    return _scan(*map(list, zip(*readable))), sorted(skipped)
-
-
-def _scan(files: list[StoragePath], schemas: list[pa.Schema]) -> pa.Table:
-    """Files as one table whose columns are the union of theirs (a column a file lacks is null there)."""
-    fs = arrow_source(files[0])[1]
-    names = [str(arrow_source(f)[0]) for f in files]
-    return ds.dataset(names, schema=pa.unify_schemas(schemas), format="parquet", filesystem=fs).to_table()
+        readable = []
+        for file, schema in zip(good, schemas):
+            try:
+                where, fs = arrow_source(file.path)
+                pq.read_table(where, filesystem=fs)
+                readable.append((file, schema))
+            except (OSError, pa.ArrowException):
+                skipped.append(str(file.path))
+        if not readable:
+            return None, sorted(skipped)
+        good, schemas = map(list, zip(*readable))
+        data, origin = scan(good, schemas, table)
+    if len(good) > 1 and "epoch" not in keys:  # said for the trials table; curves follow it
+        holders: dict[str, list[TableFile]] = {}
+        for trial_id, i in zip(data.column("trial_id").to_pylist(), origin):
+            files = holders.setdefault(trial_id, [])
+            if not files or files[-1] is not good[i]:
+                files.append(good[i])
+        note = duplicate_note(table, holders)
+        if note:
+            say_once(note)
+    data = newest_rows(data, origin, good, ["trial_id", "epoch"] if "epoch" in keys else ["trial_id"])
+    return conform(data), sorted(skipped)
 
 
 def read_study(path: str | os.PathLike | ObjectPath) -> StudyResults:
@@ -357,9 +336,9 @@ def read_study(path: str | os.PathLike | ObjectPath) -> StudyResults:
     store = ResultsStore(path)
     if not store.trials_dir.exists():
         raise FileNotFoundError(f"no results in {path}: expected {store.trials_dir}")
-    table, skipped = _read_table(store.trials_dir, one_row=True)
+    table, skipped = read_table(store.trials_dir, TRIAL_KEYS)
     trials = (table if table is not None else store.trial_schema().empty_table()).to_pandas()
-    table, skipped_curves = _read_table(store.curves_dir, one_row=False) if store.curves_dir.exists() else (None, [])
+    table, skipped_curves = read_table(store.curves_dir, CURVE_KEYS) if store.curves_dir.exists() else (None, [])
     if table is not None:
         curves = table.to_pandas()
     else:

@@ -271,7 +271,7 @@ def dry_run(spec: StudySpec, add_samples: int | None = None) -> int:
 def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSignals) -> int:
     """Under the study lock: the remaining checks, then the trials the store does not hold yet."""
     from stability.results.schema import extra_column_type
-    from stability.results.store import ResultsStore, read_study
+    from stability.results.store import ResultsStore, StoreError, read_study
     from stability.sampling import plan_trials
 
     check_names(spec)
@@ -286,7 +286,11 @@ def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSign
         for key, value in cfg.extras.items():
             extra_values.setdefault(key, []).append(value)
     store = ResultsStore(root, {k: extra_column_type(v) for k, v in extra_values.items()})
-    done = store.finished_ids()
+    try:
+        store.check_layout()
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    done = store.finished_ids({cfg.trial_id for cfg in plan})
     todo = [cfg for cfg in plan if cfg.trial_id not in done]
     finished_before = len(plan) - len(todo)
     report_cmd = f"python -m stability.report {shlex.quote(str(root))}"
