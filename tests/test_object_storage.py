@@ -159,6 +159,34 @@ def test_damaged_file_on_object_storage_is_moved_aside_and_skipped(s3, capsys):
     assert (store.damaged_dir / "trials.parquet" / "bad.parquet").read_bytes() == b"not parquet"
 
 
+def test_compaction_on_object_storage_reads_the_same_from_few_objects(s3):
+    """`python -m stability.results compact URI`: a few objects instead of one per trial, the same rows;
+    a table written as one object becomes a folder the sweep can add to."""
+    from stability.results.__main__ import main as results_main
+    from stability.results.tables import table_files
+
+    root = location(fresh(s3))
+    store = ResultsStore(root)
+    for i in range(7):
+        store.write_trial(_row("s", f"t{i}", top1_err=float(i)),
+                          [{"epoch": e, "train_loss": 1.0, "top1_err": 9.0, "lr": 0.1, "elapsed_s": 1.0} for e in (1, 2)])
+    before = read_study(root)
+    assert results_main(["compact", full_uri(root), "--rows-per-file", "3"]) == 0
+    names = [f.path.name for f in table_files(store.trials_dir)]
+    assert len(names) == 3 and all(n.startswith("part-") for n in names) and len(table_files(store.curves_dir)) == 7
+    after = read_study(root)
+    for a, b, key in ((before.trials, after.trials, ["trial_id"]), (before.curves, after.curves, ["trial_id", "epoch"])):
+        pd.testing.assert_frame_equal(a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True))
+    assert store.finished_ids() == {f"t{i}" for i in range(7)} and not (root / ".lock").exists()
+
+    single = ResultsStore(location(fresh(s3)))
+    single.trials_dir.write_bytes(store.trials_dir.files()[0].read_bytes())  # trials.parquet as one object
+    assert single.trials_dir.is_file() and len(read_study(single.root).trials) == 3
+    assert results_main(["compact", full_uri(single.root)]) == 0
+    assert single.trials_dir.is_dir() and len(read_study(single.root).trials) == 3
+    single.check_layout()
+
+
 def test_lock_on_object_storage_is_held_refused_and_released(s3):
     root = location(fresh(s3))
     lock = study_lock(root)

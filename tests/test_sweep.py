@@ -85,9 +85,13 @@ def test_sweep_on_cluster_writes_schema_and_reruns_add_nothing(ray_cluster, tmp_
     assert saved["spec"]["name"] == "tiny" and saved["schema_version"] == 1 and "torch" in saved["versions"]
     assert "report: python -m stability.report" in out.stderr
 
+    compacted = run_cli("stability.results", "compact", str(study), "--rows-per-file", "5")  # 8 trials: 2 files
+    assert compacted.returncode == 0, compacted.stderr
+    assert len(list((study / "trials.parquet").iterdir())) == 2
     again = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(storage),
                     env=ray_cluster["env"])
-    assert again.returncode == 0 and "nothing to run" in again.stderr
+    assert again.returncode == 0 and "nothing to run" in again.stderr, again.stderr[-3000:]
+    assert "damaged" not in again.stderr and len(list((study / "trials.parquet").iterdir())) == 2
     assert len(pd.read_parquet(study / "trials.parquet")) == len(trials)
     assert len(pd.read_parquet(study / "curves.parquet")) == len(curves)
 

@@ -145,7 +145,9 @@ class ResultsStore:
 
     def move_aside(self, path: StoragePath, why: str, planned: set[str] | None = None) -> None:
         """Move a damaged file to damaged/<table>/ under a free name; never delete it."""
-        folder = self.damaged_dir / next(p for p in (self.trials_dir, self.curves_dir) if str(path).startswith(str(p))).name
+        table = next(t for t in (self.trials_dir, self.curves_dir)
+                     if str(arrow_source(path)[0]).startswith(f"{arrow_source(t)[0]}/") or path == t)
+        folder = self.damaged_dir / table.name
         folder.mkdir(parents=True, exist_ok=True)
         dest, n = folder / path.name, 0
         while dest.exists():
