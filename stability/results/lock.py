@@ -16,10 +16,11 @@ over, when its holder is gone:
   zombie, or now belongs to another process (its start time in /proc/<pid>/stat differs). A
   live holder keeps the lock whatever its lease says; a killed driver's lock never blocks an
   immediate `--resume`.
-- from another machine (PIDs mean nothing there): its lease has expired. The live holder renews
-  the lease every `LEASE_S / 4` seconds from a daemon thread, so a driver killed elsewhere
-  blocks the folder for at most `LEASE_S` seconds; the clocks of the machines must agree to
-  well within that (NTP does).
+- from another machine (PIDs mean nothing there): its lease has expired, or the file was not
+  rewritten for `LEASE_S` seconds (whatever expiry it claims: a far-future one blocks nobody). The
+  live holder renews the lease every `LEASE_S / 4` seconds from a daemon thread, so a driver killed
+  elsewhere blocks the folder for at most `LEASE_S` seconds; the clocks of the machines must agree
+  to well within that (NTP does).
 - a lock file that cannot be parsed (a crash between its creation and its one write) is stale
   once it is older than `LEASE_S`.
 Breaking a stale lock, renewing and releasing each happen under a short-lived guard file
@@ -160,6 +161,8 @@ def stale_reason(holder: dict[str, Any] | None, age_s: float, me: dict[str, Any]
             if start is not None and holder.get("start") is not None and start != holder.get("start"):
                 return f"process {pid} is another process now"
             return None
+    if age_s > LEASE_S:  # a live holder rewrites it every lease_s / 4: no lease runs longer, whatever it claims
+        return f"lease not renewed for {age_s:.0f} s"
     try:
         expires = float(holder["expires"])
     except (KeyError, TypeError, ValueError):
@@ -276,6 +279,13 @@ class StudyLock:
         return True
 
     def acquire(self) -> "StudyLock":
+        try:
+            return self._acquire()
+        except BaseException:
+            self.token = None  # nothing of ours to release: one message, the caller's
+            raise
+
+    def _acquire(self) -> "StudyLock":
         self.folder.mkdir(parents=True, exist_ok=True)
         self.token = uuid.uuid4().hex
         me = identity()

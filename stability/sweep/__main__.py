@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import sys
@@ -112,6 +113,7 @@ def resolve_spec(args: argparse.Namespace, spec: StudySpec | None = None) -> Stu
     import yaml
 
     from stability.results.store import ResultsStore, StoreError
+    from stability.sweep.saved import first_key_difference
 
     spec = spec or load_spec(args.study, args.assignments)
     store = ResultsStore(storage_root(args.storage) / spec.name)
@@ -132,7 +134,11 @@ def resolve_spec(args: argparse.Namespace, spec: StudySpec | None = None) -> Stu
             if not args.resume:
                 raise UsageError(f"{saved_path.parent} holds results of a different spec named {spec.name!r}; "
                                  f"use --resume to finish it, another --set name=..., or another --storage")
+            given = spec.resolved()
             spec = saved_spec or parse_spec(yaml.safe_dump(saved), str(saved_path))
+            print(f"--resume: running the plan saved in {saved_path} (it differs from {args.study or 'default'}"
+                  f"{' with --set' if args.assignments else ''} in {first_key_difference(spec.resolved(), given)})",
+                  file=sys.stderr)
     elif args.resume or args.add_samples:
         verb = "resume" if args.resume else "extend"
         raise UsageError(f"nothing to {verb}: {saved_path} does not exist")
@@ -205,6 +211,8 @@ def sweep(argv: list[str] | None = None) -> int:
         return 0
     spec = load_spec(args.study, args.assignments)
     if args.dry_run:  # takes no lock and writes nothing
+        if isinstance(storage_root(args.storage), Path):  # refused as a run would be (a probe file, removed at once)
+            check_storage(storage_root(args.storage) / spec.name)
         code = dry_run(resolve_spec(args, spec), args.add_samples)
         if args.report:
             print(f"--report: a run would rewrite {report_path(_shown_storage(args.storage), spec.name)} as trials "
@@ -273,6 +281,7 @@ def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSign
     from stability.results.schema import extra_column_type
     from stability.results.store import ResultsStore, StoreError, read_study
     from stability.sampling import plan_trials
+    from stability.sweep.saved import check_results_match_plan
 
     check_names(spec)
     plan = plan_trials(spec)
@@ -292,6 +301,7 @@ def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSign
         raise UsageError(str(exc)) from None
     done = store.finished_ids({cfg.trial_id for cfg in plan})
     todo = [cfg for cfg in plan if cfg.trial_id not in done]
+    check_results_match_plan(done, plan, lambda: read_study(root).trials, store.spec_path)  # an edited study.yaml
     finished_before = len(plan) - len(todo)
     report_cmd = f"python -m stability.report {shlex.quote(str(root))}"
     with live_report(root, args.report, args.report_every, console, store.finished_ids) as live:
@@ -335,15 +345,23 @@ def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSign
     return 0
 
 
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # as a process ended by SIGPIPE, what `cmd | head` expects
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         with storage_errors(argv):
-            return sweep(argv)
+            code = sweep(argv)
+        sys.stdout.flush()  # here, where a reader that left is caught, not at the interpreter's exit
+        return code
     except (UsageError, SpecError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:  # before the study lock was taken: nothing was written
         print("interrupted; nothing was written.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout left (`--dry-run | head`): nothing more to say, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail again
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -46,16 +46,18 @@ def teacher_checkpoint(cfg: TrialConfig, teachers: dict[str, bytes] | None) -> d
     return from_bytes(teachers[key])
 
 
-def trial_checkpoint(config: dict[str, Any], cfgs: list[TrialConfig]):
+def trial_checkpoint(config: dict[str, Any], cfgs: list[TrialConfig], root: str | None):
     """The checkpoint of this Tune trial in the study's storage (`<study>/checkpoints/<key>/`), or None
-    when checkpoints are off: a retry, a resume and a worker on another node all find it there."""
+    when checkpoints are off: a retry, a resume and a worker on another node all find it there.
+    `root`: the checkpoints folder's full URI, which may carry credentials, so it reaches the trial
+    through Ray's object store, never through the trial's config (Tune writes configs to disk)."""
     where = config.get("checkpoints")
-    if not where or where["every"] == 0:
+    if not where or where["every"] == 0 or root is None:
         return None
     from stability.results.storage import location
     from stability.train.state import CheckpointPolicy, TrialCheckpoint
 
-    return TrialCheckpoint(location(where["root"]) / group_key(cfgs), CheckpointPolicy(every_epochs=where["every"]))
+    return TrialCheckpoint(location(root) / group_key(cfgs), CheckpointPolicy(every_epochs=where["every"]))
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -65,7 +67,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     _set_threads(config["cpus"])
     cfg: TrialConfig = config["trial"]
     teacher = teacher_checkpoint(cfg, config.get("teachers"))
-    checkpoint = trial_checkpoint(config, [cfg])  # every worker reads it; the engine's rank 0 writes it
+    root = ray.get(config["checkpoints_root"]) if config.get("checkpoints_root") is not None else None
+    checkpoint = trial_checkpoint(config, [cfg], root)  # every worker reads it; the engine's rank 0 writes it
     metrics = run_trial(cfg, device="auto", on_epoch=_report_to(ray.train.report), teacher=teacher,
                         checkpoint=checkpoint)
     ray.train.report(_final(metrics))
@@ -82,13 +85,14 @@ def run_fused_group(cfgs: list[TrialConfig], cpus: float, checkpoint) -> None:
 
 
 def run_in_tune(config: dict[str, Any], groups: list[list[TrialConfig]],
-                teachers: dict[str, bytes] | None = None) -> None:
+                teachers: dict[str, bytes] | None = None, checkpoints_root: str | None = None) -> None:
     """Tune trial function: one trial of the plan, or a fused group of them (`groups[config["group"]["index"]]`);
-    `teachers`: distillation teacher checkpoints by teacher id."""
+    `teachers`: distillation teacher checkpoints by teacher id; `checkpoints_root`: where checkpoints go.
+    All three come through `tune.with_parameters` (Ray's object store), not the config Tune saves."""
     cfgs = groups[config["group"]["index"]]
     resources = config["resources"]
     if len(cfgs) > 1:
-        run_fused_group(cfgs, resources["cpus_per_worker"], trial_checkpoint(config, cfgs))
+        run_fused_group(cfgs, resources["cpus_per_worker"], trial_checkpoint(config, cfgs, checkpoints_root))
         return
     cfg = cfgs[0]
     if resources["workers_per_trial"] == 1:
@@ -96,7 +100,8 @@ def run_in_tune(config: dict[str, Any], groups: list[list[TrialConfig]],
 
         _set_threads(resources["cpus_per_worker"])
         metrics = run_trial(cfg, device="auto", on_epoch=_report_to(tune.report),
-                            teacher=teacher_checkpoint(cfg, teachers), checkpoint=trial_checkpoint(config, cfgs))
+                            teacher=teacher_checkpoint(cfg, teachers),
+                            checkpoint=trial_checkpoint(config, cfgs, checkpoints_root))
         tune.report(_final(metrics))
         return
     from ray.train import RunConfig, ScalingConfig
@@ -107,6 +112,7 @@ def run_in_tune(config: dict[str, Any], groups: list[list[TrialConfig]],
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"trial": cfg, "cpus": resources["cpus_per_worker"], "checkpoints": config.get("checkpoints"),
+                           "checkpoints_root": ray.put(checkpoints_root) if checkpoints_root is not None else None,
                            "teachers": {k: v for k, v in (teachers or {}).items() if k == teacher_key(cfg)}},
         scaling_config=ScalingConfig(
             num_workers=resources["workers_per_trial"],
