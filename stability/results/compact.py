@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 from stability.results.files import atomic_path
 from stability.results.schema import SCHEMA_VERSION
 from stability.results.storage import ObjectPath, StoragePath, location
-from stability.results.store import ResultsStore, read_table
-from stability.results.tables import CURVE_KEYS, TRIAL_KEYS, check_file, table_files
+from stability.results.store import ResultsStore, read_sound
+from stability.results.tables import CURVE_KEYS, TRIAL_KEYS, table_files
 
 ROWS_PER_FILE = 250_000
 
@@ -70,6 +70,18 @@ def _write(table: pa.Table, path: StoragePath) -> None:
         pq.write_table(table, tmp)
 
 
+def _delete(paths: list[StoragePath]) -> None:
+    """Delete files; on an object store each is a request, so a pool of threads sends them."""
+    if len(paths) < 8:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda path: path.unlink(missing_ok=True), paths))
+
+
 def _remove_empty_folders(table: Path) -> None:
     """Partition folders (`model=.../`) emptied by the compaction go too (local folders only)."""
     for folder, _, _ in sorted(os.walk(table), key=lambda item: -len(item[0])):
@@ -83,15 +95,11 @@ def _remove_empty_folders(table: Path) -> None:
 def compact_table(store: ResultsStore, folder: StoragePath, keys: tuple[str, ...], rows_per_file: int) -> TableCompaction:
     """Rewrite one table of the study (trials or curves) as few files; see the module's docstring."""
     files = table_files(folder)
-    damaged = 0
-    for file in files:
-        why = check_file(file, keys)[1]
-        if why is not None:
-            damaged += 1
-            store.move_aside(file.path, why)
-    data, _ = read_table(folder, keys)
+    data, damaged = read_sound(folder, keys)
+    for file, why in damaged:
+        store.move_aside(file.path, why)
     if data is None:
-        return TableCompaction(folder.name, len(files), 0, 0, damaged)
+        return TableCompaction(folder.name, len(files), 0, 0, len(damaged))
     order = [("trial_id", "ascending")] + ([("epoch", "ascending")] if "epoch" in keys else [])
     data = data.sort_by(order)
     if "epoch" not in keys:
@@ -109,12 +117,10 @@ def compact_table(store: ResultsStore, folder: StoragePath, keys: tuple[str, ...
         aside.unlink()
     else:
         keep = {str(folder / name) for name in names}
-        for file in table_files(folder):
-            if str(file.path) not in keep:
-                file.path.unlink()
+        _delete([file.path for file in table_files(folder) if str(file.path) not in keep])
         if not isinstance(folder, ObjectPath):
             _remove_empty_folders(folder)
-    return TableCompaction(folder.name, len(files), len(chunks), data.num_rows, damaged)
+    return TableCompaction(folder.name, len(files), len(chunks), data.num_rows, len(damaged))
 
 
 def compact(root: str | os.PathLike | ObjectPath, rows_per_file: int = ROWS_PER_FILE,

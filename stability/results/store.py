@@ -41,7 +41,7 @@ from stability.results.tables import (
     CURVE_KEYS,
     TRIAL_KEYS,
     TableFile,
-    check_file,
+    checked,
     conform,
     duplicate_note,
     first_line,
@@ -123,14 +123,12 @@ class ResultsStore:
         runs again and its files are written afresh. `planned`, the ids of the study's plan, lets
         that message say whether the file named a trial of the study."""
         torn = set()  # trials whose own curves file is damaged: they run again
-        for file in table_files(self.curves_dir):
-            _, why = check_file(file, CURVE_KEYS)
+        for file, _, why in checked(table_files(self.curves_dir), CURVE_KEYS):
             if why is not None:
                 self.move_aside(file.path, why, planned)
                 torn.add(file.path.name)
         holders: dict[str, list[TableFile]] = {}
-        for file in table_files(self.trials_dir):
-            meta, why = check_file(file, TRIAL_KEYS)
+        for file, meta, why in checked(table_files(self.trials_dir), TRIAL_KEYS):
             if why is None and file.path.name in torn and file.path.parent == self.trials_dir:
                 why = "its curve was damaged"
             if why is not None:
@@ -291,16 +289,21 @@ class StudyResults:
 def read_table(table: StoragePath, keys: tuple[str, ...]) -> tuple[pa.Table | None, list[str]]:
     """The sound files of a table as one table (None when there are none), one row per key (the
     newest file's), and the damaged files left out (paths)."""
-    good, schemas, skipped = [], [], []
-    for file in table_files(table):
-        meta, why = check_file(file, keys)
+    data, damaged = read_sound(table, keys)
+    return data, sorted(str(file.path) for file, _ in damaged)
+
+
+def read_sound(table: StoragePath, keys: tuple[str, ...]) -> tuple[pa.Table | None, list[tuple[TableFile, str]]]:
+    """`read_table`, with each damaged file and why."""
+    good, schemas, damaged = [], [], []
+    for file, meta, why in checked(table_files(table), keys):
         if why is None:
             good.append(file)
             schemas.append(meta.schema.to_arrow_schema())
         else:
-            skipped.append(str(file.path))
+            damaged.append((file, why))
     if not good:
-        return None, skipped
+        return None, damaged
     try:  # one scan of every sound file (threaded)
         data, origin = scan(good, schemas, table)
     except (OSError, pa.ArrowException):  # a sound footer over a damaged page: find it file by file
@@ -310,10 +313,10 @@ def read_table(table: StoragePath, keys: tuple[str, ...]) -> tuple[pa.Table | No
                 where, fs = arrow_source(file.path)
                 pq.read_table(where, filesystem=fs)
                 readable.append((file, schema))
-            except (OSError, pa.ArrowException):
-                skipped.append(str(file.path))
+            except (OSError, pa.ArrowException) as exc:
+                damaged.append((file, first_line(exc)))
         if not readable:
-            return None, sorted(skipped)
+            return None, damaged
         good, schemas = map(list, zip(*readable))
         data, origin = scan(good, schemas, table)
     if len(good) > 1 and "epoch" not in keys:  # said for the trials table; curves follow it
@@ -326,7 +329,7 @@ def read_table(table: StoragePath, keys: tuple[str, ...]) -> tuple[pa.Table | No
         if note:
             say_once(note)
     data = newest_rows(data, origin, good, ["trial_id", "epoch"] if "epoch" in keys else ["trial_id"])
-    return conform(data), sorted(skipped)
+    return conform(data), damaged
 
 
 def read_study(path: str | os.PathLike | ObjectPath) -> StudyResults:

@@ -116,6 +116,17 @@ def check_file(file: TableFile, keys: tuple[str, ...]) -> tuple[pq.FileMetaData 
     return meta, None
 
 
+def checked(files: list[TableFile], keys: tuple[str, ...]) -> list[tuple[TableFile, pq.FileMetaData | None, str | None]]:
+    """`check_file` of every file, in the files' order; footers are read by a pool of threads (on an
+    object store each is a request: one after another, a study of 10,000 trials waits on 20,000)."""
+    if len(files) < 8:
+        return [(f, *check_file(f, keys)) for f in files]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(16, len(files))) as pool:
+        return [(f, *result) for f, result in zip(files, pool.map(lambda f: check_file(f, keys), files))]
+
+
 def trial_ids(file: TableFile, meta: pq.FileMetaData) -> set[str]:
     """The `trial_id` values of a sound file: from its folder name or, for a one-row file, its footer's
     statistics (no data page read), else from reading that one column."""
