@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from analysis.bands import edf_bands, tuning_curves
 from analysis.edf import delta_to_best, edf, edf_at, edf_band, edf_grid, normalized_weights
 from analysis.figures import (
     arm_names,
@@ -23,6 +24,7 @@ from analysis.figures import (
     optimizer_data,
     sampled_columns,
     slices,
+    tuning_curve_data,
 )
 from analysis.factors import factor_columns, factor_levels, split_choices
 from analysis.layers import LAYERS, has_layer_similarity, layer_budgets, layer_similarity_data, layer_similarity_table
@@ -62,5 +64,5 @@ __all__ = [
     "layer_budgets", "layer_similarity_data", "layer_similarity_table", "learning_curves_data",
     "near_optimal_mass", "normalized_weights", "optimizer_data", "plot_edf", "plot_hparams",
     "plot_layer_similarity", "plot_learning_curves", "plot_lines", "plot_optimizers", "sampled_columns", "slices",
-    "split_choices", "usable_mask", "usable_trials",
+    "split_choices", "tuning_curve_data", "tuning_curves", "usable_mask", "usable_trials", "edf_bands",
 ]

@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.best_of_k import ESTIMATORS, LOW_VARIANCE, expected_best_with_replacement
+from analysis.bands import CONTINUOUS as LD, METHOD_NAMES, SAMPLES_PER_K, TIES, tuning_curve
+from analysis.bands import edf_band as exact_edf_band
+from analysis.best_of_k import ESTIMATORS, LOW_VARIANCE, UNBIASED, expected_best_with_replacement
 from analysis.edf import delta_to_best, edf, edf_band, edf_grid, normalized_weights
 from analysis.stats import (
     ERROR,
     arm_fields,
     arm_label,
+    expected_best,
     expected_best_curve,
     good_range,
     iter_groups,
@@ -139,10 +142,11 @@ def _hover(rows: pd.DataFrame) -> list[str]:
 def edf_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, delta: bool = False, split_by: Sequence[str] = (),
              weight_by: str | None = None, bins: int = 10, n_boot: int = 200, seed: int = 0) -> LinesData:
     """EDF of each arm's errors (or of error minus the arm's best with `delta`), labelled
-    `arm [n, best, mean]` (pycls' n | min | mean), with a pointwise bootstrap band; `weight_by` a covariate column
-    gives the normalised EDF (no band)."""
+    `arm [n, best, mean]` (pycls' n | min | mean), with its exact simultaneous band (`analysis.bands`; the
+    delta EDF: a pointwise bootstrap band); `weight_by` a covariate column gives the normalised EDF (no band)."""
     rows, fields = _select(trials, optimizer, epochs, split_by)
     arms = list(_arms(rows, fields))
+    methods: dict[str, str | None] = {}
     values = {arm: g[ERROR].to_numpy(float) for arm, g in arms}
     shown = {arm: delta_to_best(v) if delta else v for arm, v in values.items()}
     grid = edf_grid(*shown.values())
@@ -152,14 +156,32 @@ def edf_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, delta: bool =
         weights = normalized_weights(g[weight_by].to_numpy(float), bins) if weight_by else None
         x, y = edf(shown[arm], weights)
         line = Line(arm, f"{arm} [n={len(v)}, best={v.min():.2f}, mean={v.mean():.2f}]", x, y, step=True)
-        if weight_by is None:
+        if weight_by is None and delta:
             lo, hi = edf_band(v, grid, delta=delta, n_boot=n_boot, seed=seed)
             line.band_x, line.lo, line.hi = grid, lo, hi
+        elif weight_by is None:
+            band = exact_edf_band(v, seed=seed)
+            methods[arm] = band["method"]
+            if band["method"]:
+                line.band_x, line.lo, line.hi = band["error"], band["lower"], band["upper"]
         lines.append(line)
     kind = "top-1 error minus best (points)" if delta else "top-1 error (%)"
     title = f"{'Delta-to-best' if delta else 'Error'} EDF{' (normalised by ' + weight_by + ')' if weight_by else ''}: " \
             f"{optimizer}, {epochs} epochs"
-    return LinesData(title, kind, "cumulative share of trials", lines)
+    subtitle = "bands: 95% pointwise bootstrap" if delta and weight_by is None else band_words(methods)
+    return LinesData(title, kind, "cumulative share of trials", lines, subtitle=subtitle)
+
+
+def band_words(methods: dict[str, str | None]) -> str:
+    """How the exact bands of these arms were made (`analysis.bands`), in a line."""
+    if not methods:
+        return ""
+    why = {TIES: " (tied errors)", LD: ""}
+    used = [f"{METHOD_NAMES[m]} for {sum(v == m for v in methods.values())} of {len(methods)}{why[m]}"
+            for m in (TIES, LD) if m in methods.values()]
+    none = sum(v is None for v in methods.values())
+    return ("bands: simultaneous 95% (Lourie et al. 2024, opda): " + "; ".join(used)
+            + (f"; {none} with fewer than 2 trials have none" if none else ""))
 
 
 def expected_best_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, split_by: Sequence[str] = (),
@@ -182,6 +204,49 @@ def expected_best_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, spl
         "\ndotted: lower-variance estimator (Dodge et al. 2021), from its legend entry" if low_variance else "")
     return LinesData(f"Expected best of k trials: {optimizer}, {epochs} epochs", "trials k",
                      "expected best top-1 error (%), unbiased", lines, x_log=True, subtitle=subtitle)
+
+
+def tuning_curve_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, split_by: Sequence[str] = (),
+                      seed: int = 0, low_variance: bool = True) -> LinesData:
+    """Tuning curves, k = 1..n: the median best error of k trials with its exact simultaneous 95% band
+    (`analysis.bands`), the expected best of k (unbiased estimator, dashed) and, with `low_variance`,
+    the lower-variance estimator of Dodge et al. 2021 (dotted, shown on request)."""
+    rows, fields = _select(trials, optimizer, epochs, split_by)
+    lines, methods, informative = [], {}, {}
+    for arm, g in _arms(rows, fields):
+        errors = g[ERROR].to_numpy(float)
+        curve = tuning_curve(errors, seed=seed)
+        ks = np.asarray(curve["k"], dtype=float)
+        methods[arm], informative[arm] = curve["method"], (curve["informative_k"], len(errors))
+        line = Line(arm, arm, ks, np.asarray(curve["median"], dtype=float))
+        if curve["method"]:
+            line.band_x, line.lo, line.hi = ks, np.asarray(curve["lower"]), np.asarray(curve["upper"])
+        lines.append(line)
+        mean = expected_best(errors, ks.astype(int))
+        lines.append(Line(arm, f"{arm}, expected best ({UNBIASED})", ks, np.array([mean[int(k)] for k in ks]),
+                          dash="dash", group=f"expected best, {ESTIMATORS[UNBIASED]}"))
+        if low_variance:
+            low = expected_best_with_replacement(errors, ks.astype(int))
+            lines.append(Line(arm, f"{arm}, {ESTIMATORS[LOW_VARIANCE]}", ks, np.array([low[int(k)] for k in ks]),
+                              dash="dot", group=ESTIMATORS[LOW_VARIANCE], hidden=True))
+    subtitle = "solid: median best error of k trials, " + band_words(methods).removeprefix("bands: ") + \
+        "\n" + informative_words(informative) + "\ndashed: expected best of k, unbiased estimator" + (
+            "; dotted: lower-variance estimator (Dodge et al. 2021), from its legend entry" if low_variance else "")
+    return LinesData(f"Tuning curves: {optimizer}, {epochs} epochs", "trials k",
+                     "best top-1 error after k trials (%)", lines, x_log=True, subtitle=subtitle)
+
+
+def informative_words(informative: dict[str, tuple[int | None, int]]) -> str:
+    """For which k the bands say something: (informative_k, n) per arm."""
+    ks = [k or 0 for k, _ in informative.values()]
+    ns = [n for _, n in informative.values()]
+    if not ks:
+        return ""
+    span = f"{min(ks)}" if min(ks) == max(ks) else f"{min(ks)}-{max(ks)}"
+    rule = f"{min(ns) / SAMPLES_PER_K:.0f}" if min(ns) == max(ns) else \
+        f"{min(ns) / SAMPLES_PER_K:.0f}-{max(ns) / SAMPLES_PER_K:.0f}"
+    return (f"the band stays inside 0-100% up to k = {span} here; Lourie et al.'s rule: about n / 6.25 = {rule} "
+            "at 80% confidence")
 
 
 def hparam_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, params: Sequence[str] = ("lr", "weight_decay", LR_WD),

@@ -128,6 +128,29 @@ def test_json_summary_has_groups_and_ks(built, study):
         ("vit_c_tiny", "adamw", "sgd"), ("vit_p_tiny", "adamw", "sgd")}
 
 
+def test_every_new_key_comes_from_the_results_alone(built, study):
+    """The folder holds only what the sweep wrote before the exact bands existed (trials, curves,
+    study.yaml): the bands, tuning curves, sensitivity and corrected verdicts need nothing more."""
+    _, _, summary = built
+    assert {p.name for p in study.iterdir()} <= {"trials.parquet", "curves.parquet", "study.yaml", "report.html"}
+    groups = {(m, o) for m in ("vit_c_tiny", "vit_p_tiny") for o in ("adamw", "sgd")}
+    for key, fields in (("edf_bands", {"method", "confidence", "error", "lower", "upper"}),
+                        ("tuning_curves", {"k", "median", "lower", "upper", "method", "confidence", "informative_k"}),
+                        ("lr_sensitivity", {"value", "ci", "n"})):
+        rows = summary[key]
+        assert {(r["model"], r["optimizer"]) for r in rows} == groups and all(r["study"] == "synthetic" for r in rows)
+        assert all(fields <= set(r) and r["epochs"] == 10 for r in rows), key
+    for b in summary["edf_bands"]:
+        e = errors_of(study, b["model"], b["optimizer"])
+        assert b["method"] == "ld_equal_tailed" and b["confidence"] == 0.95  # no two errors tie here
+        assert b["error"] == pytest.approx(sorted(e)) and len(b["lower"]) == len(b["upper"]) == len(e)
+    for c in summary["tuning_curves"]:
+        assert c["k"] == list(range(1, 9)) and c["median"][-1] == pytest.approx(errors_of(study, c["model"], c["optimizer"]).min())
+    assert all(v["holm_n"] == 2 and v["wilcoxon_p_holm"] >= v["wilcoxon_p"] for v in summary["verdicts"])
+    assert all("Holm-adjusted over 2 comparisons" in v["sentence"] for v in summary["verdicts"])
+    assert all(g["lr_sensitivity"]["n"] == g["n"] for g in summary["groups"])
+
+
 def test_html_is_self_contained_and_offline(built):
     from plotly.offline import get_plotlyjs
 
@@ -233,7 +256,7 @@ def test_export_dir_gets_every_figure(study, tmp_path, monkeypatch):
     assert main([str(study), "--out", str(tmp_path / "r.html"), "--export-dir", str(tmp_path / "figs")]) == 0
     names = seen[tmp_path / "figs"]
     assert len(names) == len(set(names)) == len(re.findall(r'<div id="fig-\d+"', (tmp_path / "r.html").read_text()))
-    assert {"edf_adamw_10ep", "edf_delta_sgd_10ep", "hparams_sgd_10ep", "expected_best_adamw_10ep", "curves_sgd_10ep",
+    assert {"edf_adamw_10ep", "edf_delta_sgd_10ep", "hparams_sgd_10ep", "tuning_curve_adamw_10ep", "curves_sgd_10ep",
             "optimizers_10ep"} <= set(names)
 
 

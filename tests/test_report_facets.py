@@ -34,7 +34,7 @@ from stability.results.store import ResultsStore, read_study
 
 PANELS = {"1gf": {"regnety_1gf", "vit_c_1gf", "vit_p_1gf"}, "4gf": {"regnety_4gf", "vit_c_4gf", "vit_p_4gf"},
           "18gf (+ regnety_16gf)": {"regnety_16gf", "vit_c_18gf", "vit_p_18gf"}}
-PER_ARM = ("edf_", "hparams_", "expected_best_", "curves_")  # figures that draw every model
+PER_ARM = ("edf_", "hparams_", "tuning_curve_", "curves_")  # figures that draw every model
 
 
 def build(study: Path, out: Path, *extra: str):
@@ -77,10 +77,10 @@ def test_paper_sized_figures_get_one_panel_per_size_with_its_baseline(paper):
     assert len(paper.trials) == 1152
     assert paper.data["facets"] == {"by": "size", "panels": [{"title": t, "models": sorted(m)} for t, m in PANELS.items()]}
     shown = [f for f in paper.page.figures() if f.name.startswith(PER_ARM) and not f.folded]
-    assert len(shown) == 2 * 5  # edf, delta edf, hparams, expected best, curves per optimizer
+    assert len(shown) == 2 * 5  # edf, delta edf, hparams, tuning curves, curves per optimizer
     for f in shown:
         assert f.facets == tuple(PANELS) and f.wide, f.name
-    for name in ("edf_adamw_10ep", "edf_delta_sgd_10ep", "expected_best_sgd_10ep"):  # panels x, x2, x3 in order
+    for name in ("edf_adamw_10ep", "edf_delta_sgd_10ep", "tuning_curve_sgd_10ep"):  # panels x, x2, x3 in order
         assert models_by_axis(figure(paper, name).figure) == dict(zip(("x", "x2", "x3"), PANELS.values()))
     for f in shown:  # no panel holds more than the ~6 lines a legend group reads well with
         assert all(len(models) <= 6 for models in models_by_axis(f.figure).values()), f.name
@@ -156,16 +156,45 @@ def test_frontier_is_drawn_on_the_lr_panel_where_the_divergence_starts(paper):
             assert len(band) == 1 and (min(band[0].x), max(band[0].x)) == pytest.approx(row["max_stable_lr_ci"])
 
 
-def test_expected_best_names_its_estimator_and_offers_the_low_variance_one(paper):
-    fig = figure(paper, "expected_best_adamw_10ep").figure
-    assert "unbiased" in fig.layout.yaxis.title.text
-    assert "unbiased" in fig.layout.title.subtitle.text and "Dodge" in fig.layout.title.subtitle.text
+def band_traces(fig, model: str):
+    """The (lower, upper) traces of a model's shaded band: drawn before its line, the upper filled to the lower."""
+    lower, upper = [t for t in fig.data if t.legendgroup == model and t.hoverinfo == "skip" and t.mode == "lines"][:2]
+    assert upper.fill == "tonexty" and lower.fill is None
+    return lower, upper
+
+
+def test_edf_bands_are_the_exact_ones_of_the_json(paper):
+    bands = {(b["model"], b["optimizer"]): b for b in paper.data["edf_bands"]}
+    assert set(bands) == {(m, o) for m in MODELS for o in ("adamw", "sgd")}
+    for (model, opt), b in bands.items():
+        assert b["method"] == ("dkw" if diverge_lr(model, opt) else "ld_equal_tailed")  # diverged trials tie at 90
+        lower, upper = band_traces(figure(paper, f"edf_{opt}_10ep").figure, model)
+        assert list(lower.x) == pytest.approx(b["error"]) and list(lower.y) == pytest.approx(b["lower"])
+        assert list(upper.y) == pytest.approx(b["upper"])
+    subtitle = figure(paper, "edf_adamw_10ep").figure.layout.title.subtitle.text
+    assert "Dvoretzky-Kiefer-Wolfowitz for 6 of 9" in subtitle and "Learned-Miller-DeStefano" in subtitle
+
+
+def test_tuning_curves_with_exact_bands_beside_the_expected_best(paper):
+    fig = figure(paper, "tuning_curve_adamw_10ep").figure
+    subtitle = fig.layout.title.subtitle.text
+    assert "Lourie et al." in subtitle and "n / 6.25 = 10" in subtitle and "Dodge" in subtitle
+    ks = sorted({c["informative_k"] for c in paper.data["tuning_curves"] if c["optimizer"] == "adamw"})
+    assert f"up to k = {ks[0]}-{ks[-1]} here" in subtitle
     assert paper.data["expected_best_estimator"] == "unbiased"
     low = [t for t in fig.data if "Dodge" in (t.legendgroup or "")]
     assert sum(bool(t.showlegend) for t in low) == 1 and all(t.visible == "legendonly" for t in low)  # one toggle
+    curves = {c["model"]: c for c in paper.data["tuning_curves"] if c["optimizer"] == "adamw"}
     groups = {g["model"]: g for g in paper.data["groups"] if g["optimizer"] == "adamw"}
-    for model, g in groups.items():
-        unbiased = next(t for t in fig.data if t.legendgroup == model and t.showlegend)
+    assert sorted(curves) == sorted(MODELS)
+    for model, c in curves.items():
+        g = groups[model]
+        assert c["k"] == list(range(1, 65)) and c["confidence"] == 0.95 and 1 <= c["informative_k"] < 64
+        median = next(t for t in fig.data if t.legendgroup == model and t.showlegend)
+        assert list(median.y) == pytest.approx(c["median"])
+        lower, upper = band_traces(fig, model)
+        assert list(lower.y) == pytest.approx(c["lower"]) and list(upper.y) == pytest.approx(c["upper"])
+        unbiased = next(t for t in fig.data if (t.hovertemplate or "").startswith(f"{model}, expected best"))
         dotted = next(t for t in low if (t.hovertemplate or "").startswith(f"{model}, "))
         for k, value in g["expected_best"].items():
             assert unbiased.y[int(k) - 1] == pytest.approx(value)

@@ -20,10 +20,14 @@ SUMMARY_NOTE = ("Per group, over every trial that did not fail (diverged trials 
                 "median [2.5%, 97.5%]. lr sensitivity (Wortsman et al. 2023): the mean of min(error, chance error) "
                 "over the group's trials minus its best error, in points (0: every sampled lr and wd trains as well "
                 "as the best), its interval a bootstrap over the sampled points.")
-SLICE_NOTE = ("EDFs: share of trials at or below an error (bands: 95% pointwise bootstrap). Hyper-parameter panels: "
+SLICE_NOTE = ("EDFs: share of trials at or below an error, with simultaneous 95% bands that hold at any sample size "
+              "(Lourie et al. 2024; Dvoretzky-Kiefer-Wolfowitz where errors tie, as diverged trials at chance error "
+              "do; the delta-to-best EDF: a pointwise bootstrap). Hyper-parameter panels: "
               "crosses are diverged trials; the bars below are the good ranges (median marked); dashed vertical lines "
               "on the lr panel are the stability frontiers (the lr where the share of diverged trials reaches 10%, "
-              "interval shaded). Expected best of k: the error a random search of k trials reaches on average, drawn "
+              "interval shaded). Tuning curves: the median best error a random search of k trials reaches, with its "
+              "exact simultaneous 95% band (the band says something only up to the k its subtitle gives, about "
+              "n / 6.25); dashed: the expected best of k, drawn "
               f"with the {ESTIMATORS[UNBIASED]}; the {ESTIMATORS[LOW_VARIANCE]} is one click away in its legend.")
 FACET_WORDS = {"size": "model size", "family": "model family", "model": "model"}
 OPTIMIZERS_NOTE = ("Error of every trial per optimizer; diamonds mark the best (tuned) trial, the gap is between the "

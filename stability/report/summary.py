@@ -93,12 +93,15 @@ def summary(trials: pd.DataFrame, split_by: Sequence[str], params: Sequence[str]
     report's curves): "unbiased"; each group also has `expected_best_low_variance`, the
     lower-variance estimator of Dodge et al. 2021 at the same k. `lr_sensitivity` (per study,
     optimizer, epochs and model; each group has its own too): one number for how sensitive the
-    model is to its learning rate, with its interval (`analysis.sensitivity`)."""
+    model is to its learning rate, with its interval (`analysis.sensitivity`). `edf_bands` and
+    `tuning_curves` (per study, optimizer, epochs and model): the exact simultaneous 95% bands of
+    the error EDF and of the median best error after k trials (`analysis.bands`)."""
     from analysis.edges import edge_warnings
     from analysis.frontier import stability_frontier
     from analysis.importance import importance
     from analysis.noise import seed_variance
     from analysis import factor_levels, group_stats, ks_models, ks_optimizers, layer_similarity_table
+    from analysis.bands import edf_bands, tuning_curves
     from analysis.sensitivity import lr_sensitivities
     from analysis.verdicts import verdicts
 
@@ -119,6 +122,8 @@ def summary(trials: pd.DataFrame, split_by: Sequence[str], params: Sequence[str]
                      "groups": groups([*split_by, f])} for f in factors],
         "verdicts": verdicts(trials, sensitivity),
         "lr_sensitivity": sensitivity,
+        "edf_bands": edf_bands(trials, seed=seed),
+        "tuning_curves": tuning_curves(trials, seed=seed),
         "variance": seed_variance(trials),
         "frontier": stability_frontier(trials, seed=seed),
         "edge_warnings": edge_warnings(trials, list(knobs)),
