@@ -17,6 +17,7 @@ SCRIPTS = {
     "orchestration": ("benchmarks.orchestration_share", ("ray",)),  # sweep wall time vs the trials' own work
     "fused_sweep": ("benchmarks.fused_sweep", ("ray",)),  # whole sweeps: fused_trials=K vs one trial per process
     "cifar_projection": ("benchmarks.cifar_projection", ()),  # CIFAR-10-shaped fused epochs -> cifar10_lr_wd's cost
+    "compaction": ("benchmarks.compaction", ()),  # reading a 10,000-trial study before and after compaction
 }
 RATIO_LINE = re.compile(r"^\s*ratio\b.*", re.IGNORECASE | re.MULTILINE)
 
