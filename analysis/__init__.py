@@ -1,6 +1,6 @@
 """Analysis of stability studies: statistics, EDFs and figures from results frames.
 
-Pure functions on pandas frames (schema v1, DESIGN.md); no torch, no ray. The data of each
+Pure functions on pandas frames (schema v1, stability/results/schema.py); no torch, no ray. The data of each
 figure comes from its own function (`analysis.figures`, `analysis.layers`) and is rendered by
 `analysis.plots`; `analysis.factors` finds the knob columns to split EDFs by. The plotting
 names load `analysis.plots` (and plotly) on first use, so the statistics import no plotly.

@@ -1,4 +1,4 @@
-"""Exact simultaneous confidence bands for the error EDF and the tuning curve (REFERENCE.md section 8).
+"""Exact simultaneous confidence bands for the error EDF and the tuning curve (docs/architecture.md, "Background").
 
 Lourie, Cho and He (2024, "Show Your Work with Confidence: Confidence Bands for Tuning Curves")
 give distribution-free bands that hold simultaneously over all errors at any sample size, where

@@ -1,4 +1,4 @@
-"""Expected best of k trials, the lower-variance estimator (REFERENCE.md section 6).
+"""Expected best of k trials, the lower-variance estimator (docs/architecture.md, "Background").
 
 `analysis.stats.expected_best` is the unbiased estimator: k trials drawn without replacement
 from the N run (Tang et al. 2020). Dodge et al. 2021 (Findings of EMNLP, "Expected Validation

@@ -1,4 +1,4 @@
-"""Empirical distribution functions of errors (REFERENCE.md section 4).
+"""Empirical distribution functions of errors (docs/architecture.md, "Background").
 
 F(e) = (weighted) share of runs with error <= e. The absolute EDF, the delta-to-best EDF
 (e - min e, the paper's figures) and the normalised EDF (weights that make every bin of a

@@ -1,4 +1,4 @@
-"""Edge of the search box (REFERENCE.md section 6; Tuning Playbook, "basic hyper-parameter axis
+"""Edge of the search box (Tuning Playbook, "basic hyper-parameter axis
 plots"): when a group's best trial sits at the edge of a sampled range, the box, not the model,
 may decide the result, and a wider box could change the ranking.
 """

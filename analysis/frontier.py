@@ -1,5 +1,5 @@
-"""Stability frontier: the learning rate above which trials start to diverge (REFERENCE.md
-section 6; Tuning Playbook, "a stability problem caps the usable lr").
+"""Stability frontier: the learning rate above which trials start to diverge (Tuning
+Playbook, "a stability problem caps the usable lr"; docs/architecture.md, "Background").
 
 Per (study, model, optimizer, epochs) group, a logistic fit of P(diverged) on log10(lr) gives
 the lr where the probability reaches `level`, with a percentile bootstrap interval over trials.

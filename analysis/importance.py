@@ -1,4 +1,4 @@
-"""Hyper-parameter importance per group (REFERENCE.md section 6): which sampled knob the error
+"""Hyper-parameter importance per group (docs/architecture.md, "Background"): which sampled knob the error
 depends on most, through Optuna's importance evaluators on an in-memory Optuna study built from
 the trials. PED-ANOVA (Watanabe et al. 2023; what tells the top quantile of trials from the
 rest) is the default, fANOVA (Hutter et al. 2014) on request. Both vary between runs, so each

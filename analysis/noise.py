@@ -1,4 +1,4 @@
-"""Seed noise against hyper-parameter spread (REFERENCE.md section 6).
+"""Seed noise against hyper-parameter spread (docs/architecture.md, "Background").
 
 With r repeats per sampled point (trials that share every knob and differ only in seed), the
 within-point variance is seed noise and the variance of point means, less seed_var / r, is the

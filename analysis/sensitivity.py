@@ -1,4 +1,4 @@
-"""One number for how sensitive a model is to its learning rate (REFERENCE.md section 8).
+"""One number for how sensitive a model is to its learning rate (docs/architecture.md, "Background").
 
 Wortsman et al. (2023, "Small-scale proxies for large-scale Transformer training
 instabilities", section 2.2) define LR sensitivity as the mean over the learning-rate sweep of

@@ -1,4 +1,4 @@
-"""Stability statistics of a results table (REFERENCE.md section 4).
+"""Stability statistics of a results table (docs/architecture.md, "Background").
 
 Every function takes pandas frames (schema v1 trials) or numpy arrays and returns plain data.
 Failed trials are left out of every statistic but counted (`n_failed`); diverged trials are kept

@@ -1,7 +1,8 @@
-"""The layers of DESIGN.md hold: the import contracts in pyproject.toml ([tool.importlinter]) are kept."""
+"""The layers of docs/architecture.md hold: the import contracts in pyproject.toml ([tool.importlinter]) are kept."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -27,3 +28,19 @@ def test_each_layer_is_one_package():
     assert (REPO / "analysis" / "__init__.py").is_file() and (REPO / "benchmarks" / "__init__.py").is_file()
     flat = sorted(p.name for p in (REPO / "stability").glob("*.py"))
     assert flat == ["__init__.py", "cli.py", "sampling.py"], flat
+
+
+DOCUMENT = re.compile(r"(?<![\w.-])((?:[\w-]+/)*[A-Z][A-Z_]*\.md|docs/[\w/.-]+\.md)\b")
+
+
+def test_no_file_cites_a_document_the_repository_lacks():
+    """Code, tests, docs and configuration cite only documents a clone of the repository holds."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    cited = {}
+    for name in tracked:
+        if Path(name).suffix in (".py", ".md", ".toml", ".yaml", ".sh", ".j2", ".cfg") and (REPO / name).is_file():
+            for match in DOCUMENT.finditer((REPO / name).read_text(encoding="utf-8", errors="replace")):
+                cited.setdefault(match.group(1), set()).add(name)
+    missing = {doc: sorted(where) for doc, where in cited.items() if not (REPO / doc).is_file()}
+    assert "README.md" in cited and "docs/architecture.md" in cited
+    assert missing == {}, missing

@@ -13,7 +13,7 @@ from torch import nn
 from stability.models import (block_patch_tokens, build_model, list_models, model_info,
                               patch_cosine_similarity)
 
-PAPER_TABLE = {  # name: (params in millions, GFLOPs) from REFERENCE.md Table 1
+PAPER_TABLE = {  # name: (params in millions, GFLOPs) from Xiao et al. 2021, Table 1
     "vit_p_1gf": (4.8, 1.1), "vit_p_4gf": (18.5, 3.9), "vit_p_18gf": (86.7, 17.5), "vit_p_36gf": (178.4, 35.9),
     "vit_c_1gf": (4.6, 1.1), "vit_c_4gf": (17.8, 4.0), "vit_c_18gf": (81.6, 17.7), "vit_c_36gf": (167.8, 35.0),
 }

@@ -1,6 +1,6 @@
 """ViT_P (patchify stem) and ViT_C (convolutional stem) of "Early Convolutions Help Transformers See Better".
 
-Paper sizes (224 px, patch 16) follow REFERENCE.md Table 1; the tiny/small variants are for 16-64 px
+Paper sizes (224 px, patch 16) follow Xiao et al. 2021, Table 1; the tiny/small variants are for 16-64 px
 inputs with patch 4 and a 3-layer stem (3x3 s2, 3x3 s2, 1x1). In every pair ViT_C has one block
 fewer than ViT_P, which the stem's cost roughly makes up for.
 """

@@ -1,4 +1,4 @@
-"""The results schema (version 1, DESIGN.md "Results"): every column of the trials and curves
+"""The results schema (version 1, docs/architecture.md "The Parquet schema"): every column of the trials and curves
 tables with its Arrow type and role, and the builders of their rows. Every writer and reader
 of results uses this module.
 

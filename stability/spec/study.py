@@ -1,4 +1,4 @@
-"""Study specs: YAML -> validated, typed `StudySpec` (DESIGN.md, "Study spec").
+"""Study specs: YAML -> validated, typed `StudySpec` (docs/architecture.md).
 
 Safe, bounded YAML only (`yaml_loader`: size, aliases, depth, duplicate keys). Every problem
 becomes a `SpecError` whose one-line message names the key or file at fault and, for names, the

@@ -81,7 +81,7 @@ class TeacherRecipe(StrictModel):
 
 
 class Distillation(StrictModel):
-    """DeiT knowledge distillation (REFERENCE.md section 2): a frozen teacher's logits as extra targets."""
+    """DeiT knowledge distillation (Touvron et al. 2021): a frozen teacher's logits as extra targets."""
 
     type: Literal["none", "soft", "hard"] = Field("none", description="none, soft (KL at temperature tau) or hard (teacher argmax)")
     teacher: str | None = Field(None, description="teacher: a model name (trained once by the sweep) or a checkpoint path (.pt)")
@@ -101,7 +101,7 @@ class Distillation(StrictModel):
 
 
 class PatchLosses(StrictModel):
-    """Weights of the over-smoothing losses of Gong et al. 2021 (REFERENCE.md section 3); 0 = off."""
+    """Weights of the over-smoothing losses of Gong et al. 2021 (Gong et al. 2021); 0 = off."""
 
     cosine: float = Field(0.0, ge=0, description="penalty: mean pairwise cosine similarity of last-layer patch tokens")
     contrastive: float = Field(0.0, ge=0, description="each last-layer patch must match its own first-layer embedding")
@@ -113,7 +113,7 @@ class PatchLosses(StrictModel):
 
 
 class Recipe(StrictModel):
-    """The training recipe (REFERENCE.md section 1). Defaults suit short small-image runs."""
+    """The training recipe (Xiao et al. 2021, section 5.4). Defaults suit short small-image runs."""
 
     batch_size: PositiveInt = Field(128, description="images per optimizer step (all workers together)")
     warmup_epochs: float = Field(5.0, ge=0, description="linear warm-up length in epochs (per-iteration)")

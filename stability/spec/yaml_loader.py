@@ -1,4 +1,4 @@
-"""Bounded YAML: safe YAML whose cost is bounded for any input (DESIGN.md, "Reliability").
+"""Bounded YAML: safe YAML whose cost is bounded for any input (docs/reliability.md).
 
 A study file, a `--set` value and the saved study.yaml are read through `load_yaml`, which
 refuses, as one-line `SpecError`s naming the source and the line:

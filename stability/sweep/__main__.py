@@ -1,4 +1,4 @@
-"""`python -m stability.sweep [STUDY]`: run a stability study on Ray (DESIGN.md, "Commands").
+"""`python -m stability.sweep [STUDY]`: run a stability study on Ray (docs/architecture.md, "Commands and exit codes").
 
 Validates everything first (exit 2, one line, nothing written, Ray not started), then runs
 the trials the store does not hold yet with Ray Tune, writing each trial's row as it ends.

@@ -1,6 +1,6 @@
 """Failures of the machine a sweep writes to, told in one line: a full disk, a quota, a read-only or
 vanished results folder, an object store that cannot be reached or refuses a request, while the
-sweep reads or writes its results (DESIGN.md: exit 2, one line, no traceback).
+sweep reads or writes its results (docs/architecture.md, "Commands and exit codes": exit 2, one line, no traceback).
 
 The results are written by the driver (study.yaml, then one file per trial from Ray Tune's callback);
 Tune re-raises a callback's exception as a `TuneError` holding only its traceback text, with the

@@ -136,7 +136,7 @@ def run_trial(
     checkpoint_to: str | None = None,
     checkpoint: TrialCheckpoint | None = None,
 ) -> dict[str, Any]:
-    """Train one trial and return its metrics (see DESIGN.md, "Results").
+    """Train one trial and return its metrics (the schema: stability/results/schema.py).
 
     `teacher`: a loaded checkpoint of the distillation teacher (default: read the path the config
     names). `checkpoint_to`: save the trained (EMA) model there, e.g. to serve as a teacher.

@@ -1,6 +1,6 @@
 """Training objectives beyond label cross-entropy: DeiT distillation and the over-smoothing losses.
 
-REFERENCE.md sections 2-3. Written here because timm has DeiT's models but not its distillation
+Touvron et al. 2021 and Gong et al. 2021 (docs/architecture.md, "Background"). Written here because timm has DeiT's models but not its distillation
 loss, and no library has the patch-diversification losses of Gong et al. (2021):
 - cosine: the mean pairwise cosine similarity of last-layer patch tokens, as a penalty;
 - contrastive: each last-layer patch h_i should be closer to its own first-layer embedding e_i

@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule of the recipe (REFERENCE.md section 1).
+"""Optimizer and learning-rate schedule of the recipe (Xiao et al. 2021, section 5.4).
 
 Weight decay is not applied to: every 1-D parameter (biases, LayerNorm/BatchNorm gains and
 shifts, LayerScale gammas) and the parameters a timm model lists in `no_weight_decay()`
