@@ -159,8 +159,9 @@ def plan_trials(spec: StudySpec) -> list[TrialConfig]:
                 knobs = _resolve(tables[entry.name], sampled, points[point])
                 for epochs in spec.epoch_list:
                     for repeat in range(spec.repeats):
-                        plan.append(_trial(spec, entry.name, optimizer, knobs, epochs, trial_seed(spec.seed, point, repeat))
-                                    .placed(point, repeat))
+                        data_seed = trial_seed(spec.seed, 0, repeat) if spec.data_order == "repeat" else None
+                        plan.append(_trial(spec, entry.name, optimizer, knobs, epochs, trial_seed(spec.seed, point, repeat),
+                                           data_seed).placed(point, repeat))
     return plan
 
 
@@ -172,14 +173,15 @@ def _resolve(knobs: dict[KnobPath, Any], sampled: list[KnobPath], u: np.ndarray)
     return values
 
 
-def _trial(spec: StudySpec, model: str, optimizer: str, knobs: dict[KnobPath, Any], epochs: int, seed: int) -> TrialConfig:
+def _trial(spec: StudySpec, model: str, optimizer: str, knobs: dict[KnobPath, Any], epochs: int, seed: int,
+           data_seed: int | None = None) -> TrialConfig:
     """The trial of one model at one resolved point: its sections nested, its knob columns named."""
     sections = {"opt": {}, "train": {}, "model_args": {}, **nest(knobs)}
     opt = sections["opt"]
     extras = {knob_column(path): value for path, value in knobs.items() if path not in CONFIG_KNOBS}
     raw = {
         "model": model, "optimizer": optimizer, "lr": opt.pop("lr"), "weight_decay": opt.pop("weight_decay"),
-        "epochs": epochs, "seed": seed, "optimizer_args": opt, "dataset": spec.dataset.model_dump(),
+        "epochs": epochs, "seed": seed, "data_seed": data_seed, "optimizer_args": opt, "dataset": spec.dataset.model_dump(),
         "train": sections["train"], "model_args": sections["model_args"], "extras": extras,
     }
     try:

@@ -1,4 +1,5 @@
-"""Datasets for the trial engine: digits, CIFAR-10/100, synthetic (held on the device) and image folders.
+"""Datasets for the trial engine: digits, CIFAR-10/100, synthetic (held on the device), image folders and
+pre-decoded shards of them (`python -m stability.data prepare`, `stability.data.shards`).
 
 Public API (the engine and the spec validation code against it):
 
@@ -12,7 +13,7 @@ Public API (the engine and the spec validation code against it):
 permutation (DistributedSampler style, drop_last) and yields only full batches.
 
 Nothing is downloaded unless the caller passes download=True (CIFAR only). Without a root,
-CIFAR is looked for under $STABILITY_DATA or ~/data; imagefolder always needs a root.
+CIFAR is looked for under $STABILITY_DATA or ~/data; imagefolder and shards always need a root.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ if TYPE_CHECKING:
 __all__ = ["DATASETS", "Dataset", "DatasetError", "DeviceDataset", "EpochPlan", "check_dataset",
            "default_root", "list_datasets", "load_dataset"]
 
-DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "synthetic")
+DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "shards", "synthetic")
 
 
 class Dataset(Protocol):
-    """What `load_dataset` returns (DeviceDataset or ImageFolderDataset)."""
+    """What `load_dataset` returns (DeviceDataset, ImageFolderDataset or ShardDataset)."""
 
     name: str
     num_classes: int
@@ -78,6 +79,10 @@ def check_dataset(name: str, root: str | None = None) -> None:
         from stability.data.cifar import check_cifar
 
         check_cifar(name, root)
+    elif name == "shards":
+        from stability.data.shard_index import check_shards
+
+        check_shards(root)
     else:
         from stability.data.imagefolder import check_imagefolder
 
@@ -103,6 +108,10 @@ def load_dataset(name: str, root: str | None = None, img_size: int | None = None
         from stability.data.cifar import load_cifar
 
         return load_cifar(name, root, img_size, device, download=download, **options)
+    if name == "shards":
+        from stability.data.shards import load_shards
+
+        return load_shards(root, img_size, device, download=download, **options)
     from stability.data.imagefolder import load_imagefolder
 
     return load_imagefolder(root, img_size, device, download=download, **options)

@@ -55,6 +55,7 @@ DATASET_FACTS: dict[str, DatasetFacts] = {
     "cifar100": DatasetFacts(32, 8, 256, (), 50000, 100, 3),
     "synthetic": DatasetFacts(224, 8, 1024, SYNTHETIC_OPTIONS, 2048, 1000, 3),
     "imagefolder": DatasetFacts(224, 8, 1024, ("num_workers", "auto_augment", "min_scale"), None, None, 3),
+    "shards": DatasetFacts(224, 8, 1024, ("min_scale",), None, None, 3),
 }
 
 

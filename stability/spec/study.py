@@ -239,6 +239,7 @@ class StudySpec(StrictModel):
     epochs: Union[PositiveInt, list[PositiveInt]] = Field(10, description="training length; a list makes a training-length study")
     repeats: PositiveInt = Field(1, description="seeds per sampled point")
     seed: NonNegativeInt = Field(0, description="seed of the sampler and of the trials")
+    data_order: Literal["trial", "repeat"] = Field("trial", description="trial: each trial's batches come from its own seed; repeat: every trial of a repeat (all models and points) sees the same batches, read once per fused group")
     train: dict[str, Knob] = Field(default_factory=dict, description="recipe overrides (keys of stability.spec.trial.Recipe)")
     model_args: dict[str, Knob] = Field(default_factory=dict, description="build_model overrides for every model")
     resources: Resources = Field(default_factory=Resources, description="placement (see Resources)")

@@ -63,11 +63,11 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {  # the one place optimizer def
 class DatasetConfig(StrictModel):
     """Which data a trial trains on."""
 
-    name: str = Field("digits", description="dataset name: digits, cifar10, cifar100, imagefolder or synthetic (random images, for benchmarks)")
+    name: str = Field("digits", description="dataset name: digits, cifar10, cifar100, imagefolder, shards (python -m stability.data prepare) or synthetic (random images, for benchmarks)")
     root: str | None = Field(None, description="folder holding the dataset files (not needed for digits)")
     img_size: PositiveInt | None = Field(None, description="input resolution in pixels (default: the dataset's own)")
     download: bool = Field(False, description="allow torchvision to download cifar10/cifar100 into root")
-    options: dict[str, Any] = Field(default_factory=dict, description="extra loader options, e.g. num_workers, auto_augment")
+    options: dict[str, Any] = Field(default_factory=dict, description="extra loader options, e.g. num_workers, auto_augment, min_scale")
 
 
 class TeacherRecipe(StrictModel):
@@ -156,7 +156,8 @@ class TrialConfig(StrictModel):
     lr: float = Field(gt=0, description="peak learning rate")
     weight_decay: float = Field(ge=0, description="weight decay (AdamW: decoupled, multiplied by lr in PyTorch)")
     epochs: PositiveInt = Field(description="training length in epochs")
-    seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="seed of every random source of the trial")
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="seed of every random source of the trial (data: see data_seed)")
+    data_seed: int | None = Field(None, ge=0, lt=SEED_LIMIT, description="seed of the data order and augmentation (None: seed); trials with one data_seed see the same batches")
     optimizer_args: OptimizerArgs = Field(default_factory=OptimizerArgs, description="momentum, nesterov (sgd); betas, eps (adamw)")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig, description="the data")
     train: Recipe = Field(default_factory=Recipe, description="the recipe")
@@ -183,6 +184,11 @@ class TrialConfig(StrictModel):
         """This config, marked as the plan's `repeat`-th trial of sampled point `point`."""
         self._point, self._repeat = point, repeat
         return self
+
+    @property
+    def batches_seed(self) -> int:
+        """What draws the trial's data order and augmentation: data_seed, else the trial's seed."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     def optimizer_kwargs(self) -> dict[str, Any]:
         """Arguments of the optimizer besides lr and weight decay, defaults filled in."""

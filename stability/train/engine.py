@@ -189,7 +189,7 @@ def run_trial(
 
     use_bf16 = device.type == "cuda" and recipe.precision == "bf16"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.batches_seed)  # data order and augmentation
 
     curve: list[dict[str, Any]] = []
     status, best_err, train_loss = "ok", math.inf, math.nan

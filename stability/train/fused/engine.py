@@ -4,8 +4,11 @@
 `stability.train.engine.run_trial`; each trial keeps its own seed, initialisation, data order,
 augmentation, optimizer (lr, weight decay), schedule, divergence and evaluation, so its results
 equal training it alone within float tolerance. The configs may differ only in `lr`,
-`weight_decay`, `seed` and `extras`. Recipe features that cannot be fused are refused with a
-ValueError: mixup, cutmix, EMA, torch.compile, drop path, distillation and patch losses (any
+`weight_decay`, `seed` and `extras`. Members with one data seed (`TrialConfig.batches_seed`, e.g. a
+study's `data_order: repeat`) share one generator and one stream of batches: each batch is read and
+augmented once for all of them; members with their own data seeds each draw their own batches.
+Recipe features that cannot be fused are refused with a ValueError: mixup, cutmix, EMA,
+torch.compile, drop path, distillation and patch losses (any
 recipe key outside `rules.FUSABLE_RECIPE_KEYS` not at its default). Models: ViT_P, ViT_C and
 non-distilled DeiT (`rules.supported_models()`). One process, no data-parallel workers; the optimizers
 use torch's fused AdamW/SGD kernels (CPU and CUDA).
@@ -54,12 +57,13 @@ FusedEpochCallback = Callable[[int, dict[str, Any]], None]
 class _Trial:
     """One trial's own state inside the group: model, optimizer, schedule, data order, results."""
 
-    def __init__(self, cfg: TrialConfig, model: torch.nn.Module, steps_per_epoch: int, fused_optimizer: bool):
+    def __init__(self, cfg: TrialConfig, model: torch.nn.Module, steps_per_epoch: int, fused_optimizer: bool,
+                 generator: torch.Generator):
         self.cfg = cfg
         self.model = model
         self.optimizer = build_optimizer(model, cfg, fused=fused_optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg, steps_per_epoch)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = generator  # data order and augmentation; shared by the members with its seed
         self.active = True  # False once its loss went non-finite (diverged)
         self.curve: list[dict[str, Any]] = []
         self.best_err = math.inf
@@ -100,8 +104,9 @@ def run_fused_trials(
                                   **{"in_chans": data.in_chans, **cfg.model_args}).to(device))
     fused = FusedViT(models)
     info = model_info(models[0], data.img_size, data.in_chans)
-    trials = [_Trial(cfg, model, steps_per_epoch, fused_optimizer=fused_kernels_available(device))
-              for cfg, model in zip(cfgs, models)]
+    generators = {seed: torch.Generator().manual_seed(seed) for seed in {cfg.batches_seed for cfg in cfgs}}
+    trials = [_Trial(cfg, model, steps_per_epoch, fused_optimizer=fused_kernels_available(device),
+                     generator=generators[cfg.batches_seed]) for cfg, model in zip(cfgs, models)]
     use_bf16 = device.type == "cuda" and recipe.precision == "bf16"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
@@ -169,13 +174,18 @@ def _train_epoch(fused: FusedViT, trials: list[_Trial], data, recipe: Recipe, au
     """One epoch of every trial in lockstep; returns the per-trial loss sums (K,)."""
     k = len(trials)
     check_every = 1 if device.type == "cpu" else DIVERGENCE_CHECK_EVERY  # a check costs a sync on accelerators
-    batches = zip(*(data.train_batches(recipe.batch_size, t.generator, augment=recipe.augment) for t in trials))
+    streams = list({id(t.generator): t.generator for t in trials}.values())  # one per data seed
+    stream_of = [next(i for i, g in enumerate(streams) if g is t.generator) for t in trials]
+    batches = zip(*(data.train_batches(recipe.batch_size, g, augment=recipe.augment) for g in streams))
     loss_sums = torch.zeros(k, device=device)
     for t in trials:
         t.epoch_steps = 0
     for step, pairs in enumerate(batches, start=1):
-        x = torch.stack([xb for xb, _ in pairs])
-        y = torch.stack([yb for _, yb in pairs])
+        if len(pairs) == 1:  # every member trains on the one batch, read and augmented once
+            x, y = pairs[0][0].expand(k, *pairs[0][0].shape), pairs[0][1].expand(k, *pairs[0][1].shape)
+        else:
+            x = torch.stack([pairs[i][0] for i in stream_of])
+            y = torch.stack([pairs[i][1] for i in stream_of])
         with autocast():
             logits = fused(x)
         losses = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), label_smoothing=recipe.label_smoothing,
