@@ -12,6 +12,7 @@ import importlib
 from typing import Any
 
 from analysis.bands import edf_bands, tuning_curves
+from analysis.verdict_matrix import verdict_keys, verdict_matrix_data
 from analysis.edf import delta_to_best, edf, edf_at, edf_band, edf_grid, normalized_weights
 from analysis.figures import (
     arm_names,
@@ -47,7 +48,7 @@ from analysis.stats import (
 )
 
 _PLOTS = ("colour_map", "plot_edf", "plot_hparams", "plot_layer_similarity", "plot_learning_curves", "plot_lines",
-          "plot_optimizers")
+          "plot_optimizers", "plot_verdict_matrix")
 
 
 def __getattr__(name: str) -> Any:
@@ -65,4 +66,5 @@ __all__ = [
     "near_optimal_mass", "normalized_weights", "optimizer_data", "plot_edf", "plot_hparams",
     "plot_layer_similarity", "plot_learning_curves", "plot_lines", "plot_optimizers", "sampled_columns", "slices",
     "split_choices", "tuning_curve_data", "tuning_curves", "usable_mask", "usable_trials", "edf_bands",
+    "plot_verdict_matrix", "verdict_keys", "verdict_matrix_data",
 ]

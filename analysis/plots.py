@@ -21,6 +21,7 @@ from plotly.subplots import make_subplots
 
 from analysis.figures import Line, LinesData, OptimizerData
 from analysis.hparam_plot import plot_hparams
+from analysis.verdict_matrix import MatrixData
 from analysis.plot_style import (
     GAP,
     OPTIMIZER_PALETTE,
@@ -210,5 +211,40 @@ def plot_layer_similarity(data: LinesData, colours: dict[str, str] | None = None
     fig.update_xaxes(dtick=1 if max((len(line.x) for line in data.lines), default=0) <= 16 else None, tick0=1)
     return fig
 
+def _wrapped(sentence: str, width: int = 80) -> str:
+    """A long sentence in lines of about `width` characters (hover text)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(sentence, width, break_on_hyphens=False))
+
+
+def plot_verdict_matrix(data: MatrixData, colours: dict[str, str] | None = None,
+                        facets: Facets | None = None) -> go.Figure:
+    """P(row better than column) as a heatmap (blue: the row model better), the value in each cell
+    (bold when decided), decided cells framed, each cell's verdict sentence on hover; rows top to
+    bottom and columns left to right in the models' order."""
+    names = [esc(m) for m in data.models]
+    n = len(names)
+    text = [["" if not math.isfinite(v) else (f"<b>{v:.2f}</b>" if d else f"{v:.2f}") for v, d in zip(row, dec)]
+            for row, dec in zip(data.p.tolist(), data.decided.tolist())]
+    fig = go.Figure(go.Heatmap(
+        z=[clean(row) for row in data.p], x=names, y=names, zmin=0, zmax=1, zmid=0.5, colorscale="RdBu", xgap=2,
+        ygap=2, text=text, texttemplate="%{text}", textfont={"size": 11 if n <= 9 else 9},
+        customdata=[[esc(_wrapped(s)) for s in row] for row in data.sentences],
+        hovertemplate="%{customdata}<extra></extra>", showlegend=False,
+        colorbar={"title": {"text": "P(row better)", "side": "right"}, "thickness": 12, "len": 0.9}))
+    rows, cols = np.nonzero(data.decided)
+    fig.add_trace(go.Scatter(
+        x=[names[c] for c in cols], y=[names[r] for r in rows], mode="markers", name="decided (Holm-adjusted)",
+        hoverinfo="skip", showlegend=True, marker={"symbol": "square-open", "size": max(12, 340 // max(n, 1)), "color": "#1d2330",
+                                  "line": {"width": 2}}))
+    fig.update_yaxes(autorange="reversed", title_text="row model", automargin=True, showgrid=False)
+    fig.update_xaxes(title_text="column model", tickangle=-35, automargin=True, showgrid=False)
+    fig = layout(fig, data.title, legend=["decided (Holm-adjusted)"], subtitle=data.subtitle,
+                 plot_px=max(220, 42 * n) + 80)
+    fig.update_layout(margin_l=110)
+    return fig
+
+
 __all__ = ["colour_map", "facet_list", "figure_to_svg_name", "plot_edf", "plot_hparams", "plot_layer_similarity",
-           "plot_learning_curves", "plot_lines", "plot_optimizers"]
+           "plot_learning_curves", "plot_lines", "plot_optimizers", "plot_verdict_matrix"]

@@ -212,11 +212,41 @@ def test_the_full_detail_is_one_click_away(paper):
         assert len(whole) == 1 and whole[0].folded and whole[0].facets == ()
         assert len(models_by_axis(whole[0].figure)) == 1  # every model in one panel
         assert len(table) == 1 and len(table[0].rows) == 9 * 64
-    verdicts = next(s for s in paper.page.sections if s.anchor == "verdicts")
-    shown = [b for b in verdicts.blocks if isinstance(b, Verdict)]
-    folded = [b for b in verdicts.blocks if isinstance(b, Details)]
-    assert len(shown) == 2 * 3 * 3 and len(folded) == 1 and len(folded[0].blocks) == 2 * 36 - 18  # pairs per panel
     assert paper.html.count('<details class="more">') >= 4
+
+
+def test_the_verdicts_open_with_one_matrix_per_optimizer_and_budget(paper):
+    """Rows and columns the models in the figures' order; a cell is P(row better than column) of the
+    pair's verdict, framed when decided, its sentence on hover; the 72 sentences folded below."""
+    from analysis.plot_style import esc
+
+    verdicts = next(s for s in paper.page.sections if s.anchor == "verdicts")
+    matrices = [b for b in verdicts.blocks if isinstance(b, Figure)]
+    assert [f.name for f in matrices] == ["verdict_matrix_paper_synthetic_adamw_10ep",
+                                          "verdict_matrix_paper_synthetic_sgd_10ep"]
+    assert not any(f.wide for f in matrices)  # side by side
+    [folded] = [b for b in verdicts.blocks if isinstance(b, Details)]
+    assert not [b for b in verdicts.blocks if isinstance(b, Verdict)]  # no wall of sentences above the fold
+    assert len(folded.blocks) == 2 * 36 and all(isinstance(b, Verdict) for b in folded.blocks)
+    assert [b.decided for b in folded.blocks] == sorted((b.decided for b in folded.blocks), reverse=True)
+    order = list(dict.fromkeys(row[0].text for row in next(s for s in paper.page.sections
+                                                           if s.anchor == "summary").blocks[0].rows))
+    for opt, fig in zip(("adamw", "sgd"), (m.figure for m in matrices)):
+        heat, frames = fig.data
+        assert list(heat.x) == order and list(heat.y) == order and fig.layout.yaxis.autorange == "reversed"
+        at = {m: i for i, m in enumerate(order)}
+        framed = set(zip(frames.y, frames.x))
+        mine = [v for v in paper.data["verdicts"] if v["optimizer"] == opt]
+        assert len(mine) == 36 and all(v["holm_n"] == 72 for v in mine)
+        for v in mine:
+            i, j = at[v["a"]], at[v["b"]]
+            assert heat.z[i][j] == pytest.approx(v["p_a_better"]) and heat.z[j][i] == pytest.approx(1 - v["p_a_better"])
+            decided = v["decision"] != "undecided"
+            assert ((v["a"], v["b"]) in framed) == decided and ((v["b"], v["a"]) in framed) == decided
+            assert heat.text[i][j].startswith("<b>") == decided
+            assert heat.customdata[i][j].replace("<br>", " ") == esc(v["sentence"])
+        assert all(heat.z[i][i] is None for i in range(9))
+        assert "Holm-adjusted over 72 comparisons" in fig.layout.title.subtitle.text.replace("<br>", " ")
 
 
 def test_facet_choice_follows_the_names():

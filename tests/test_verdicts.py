@@ -118,6 +118,7 @@ def test_the_report_opens_with_the_verdicts_and_json_carries_them(tmp_path):
     assert all(v["n_pairs"] == 8 for v in found)  # points recovered from the seeds of these rows
     html = out.read_text()
     assert re.findall(r'<section id="([^"]+)"', html)[0] == "verdicts"
+    assert "Every verdict as a sentence" not in html  # two models: the sentences themselves, no matrix
     for v in found:
         assert v["sentence"] in html.replace("&#39;", "'")
 

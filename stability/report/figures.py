@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 import analysis as an
-from analysis.facets import Facet, facet_mode, facets, parse_model
+from analysis.facets import Facet, display_order, facet_mode, facets, parse_model
 from analysis.figures import arm_models
 from analysis.stats import ERROR
 from stability.report.page import Figure
@@ -27,6 +27,7 @@ FACTOR = "factor"  # one section per factor column: key {column, optimizer, epoc
 OPTIMIZERS = "optimizers"  # key {epochs} per training budget
 EPOCHS = "epochs"  # one figure: key {}
 LAYERS = "layers"  # key {epochs} per budget with per-block similarities
+VERDICTS = "verdicts"  # key {study, optimizer, epochs} per set of verdicts (at MATRIX_MODELS models or more)
 WIDE_ARMS = 4  # figures of more arms than this span the page
 
 
@@ -46,6 +47,7 @@ class Arms:
     models: dict[str, str] = field(default_factory=dict)  # arm -> its model
     facet_by: str = "auto"  # as asked (--facet-by)
     mode: str = "none"  # what it resolved to: size, family, model or none
+    verdicts: tuple[dict[str, Any], ...] = ()  # the summary's verdicts, for the verdict matrices
 
     @property
     def faceted(self) -> bool:
@@ -80,6 +82,7 @@ class FigureKind:
     wide: bool = False  # spans the page instead of sharing a row (as every faceted figure does)
     height: Callable[[Arms], int] | None = None  # overrides the plot's own height
     whole: str = ""  # the name of its unfaceted version, drawn (folded) under a faceted one
+    narrow: bool = False  # shares a row however many arms the study has
 
 
 def _edf(a: Arms, k: dict[str, Any], delta: bool = False):
@@ -118,6 +121,10 @@ FIGURES = [
     FigureKind("optimizers_{epochs}ep", OPTIMIZERS,
                lambda a, k: an.optimizer_data(a.trials, k["epochs"], split_by=a.split_by), an.plot_optimizers),
     FigureKind("epochs", EPOCHS, lambda a, k: an.epochs_data(a.trials, split_by=a.split_by), an.plot_lines, wide=True),
+    FigureKind("verdict_matrix_{study}_{optimizer}_{epochs}ep", VERDICTS,
+               lambda a, k: an.verdict_matrix_data(a.verdicts, k["study"], k["optimizer"], k["epochs"],
+                                                   display_order(list(a.models.values()), a.facet_by)),
+               an.plot_verdict_matrix, narrow=True),
     FigureKind("patch_cos_sim_layers_{epochs}ep", LAYERS,
                lambda a, k: an.layer_similarity_data(a.trials, k["epochs"], split_by=a.split_by),
                an.plot_layer_similarity),
@@ -129,7 +136,8 @@ def _plot(kind: FigureKind, arms: Arms, key: dict[str, Any], name: str) -> Figur
     if kind.height:
         figure.update_layout(height=kind.height(arms))
     shown = tuple(t for t in ((figure.layout.meta or {}).get("facets") or []) if t)
-    return Figure(name, figure, kind.wide or len(shown) > 1 or len(arms.colours) > WIDE_ARMS, shown)
+    return Figure(name, figure, kind.wide or (not kind.narrow and (len(shown) > 1 or len(arms.colours) > WIDE_ARMS)),
+                  shown)
 
 
 def draw(section: str, arms: Arms, keys: Iterable[dict[str, Any]]) -> list[Figure]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -11,8 +12,9 @@ import pandas as pd
 import analysis as an
 from analysis.best_of_k import ESTIMATORS, LOW_VARIANCE, UNBIASED
 from analysis.facets import display_order
-from stability.report.figures import EPOCHS, FACTOR, LAYERS, OPTIMIZERS, SLICE, Arms, arms, draw
-from stability.report.page import Block, Details, Heading, Note, Page, Section, Verdict
+from analysis.verdict_matrix import MATRIX_MODELS, matrix_models
+from stability.report.figures import EPOCHS, FACTOR, LAYERS, OPTIMIZERS, SLICE, VERDICTS, Arms, arms, draw
+from stability.report.page import Block, Details, Figure, Heading, Note, Page, Section, Verdict
 from stability.report.tables import failed_table, ks_table, running_table, spec_listings, summary_table, trials_table
 
 SUMMARY_NOTE = ("Per group, over every trial that did not fail (diverged trials count at their recorded error). "
@@ -158,11 +160,12 @@ VERDICT_NOTE = ("Paired over the sampled points (every model saw the same ones):
 
 
 def verdict_section(verdicts: Sequence[dict[str, Any]], edges: Sequence[dict[str, Any]] = (),
-                    panel_of: dict[str, str] | None = None) -> list[Section]:
+                    panel_of: dict[str, str] | None = None, matrices: Sequence[Figure] = ()) -> list[Section]:
     """The verdict card: one sentence per pair of models, decided ones first, then the best trials
     found at the edge of their search range (the box, not the model, may have decided); it opens the page.
     With `panel_of` (model -> the facet it is drawn in), pairs drawn in different panels are folded
-    away, as the figures compare what shares a panel."""
+    away, as the figures compare what shares a panel. With `matrices` (one per study, optimizer and
+    budget, drawn from MATRIX_MODELS models on), the card opens with them and every sentence is folded."""
     if not verdicts and not edges:
         return []
     ordered = sorted(verdicts, key=lambda v: (v["decision"] == "undecided", v["study"], v["optimizer"], v["epochs"]))
@@ -170,7 +173,10 @@ def verdict_section(verdicts: Sequence[dict[str, Any]], edges: Sequence[dict[str
     same = [v for v in ordered if panel_of.get(v["a"]) == panel_of.get(v["b"])]
     across = [v for v in ordered if panel_of.get(v["a"]) != panel_of.get(v["b"])]
     blocks: list = [Verdict(v["sentence"], v["decision"] != "undecided") for v in same]
-    if across:
+    if matrices:
+        blocks = [*matrices, Details(f"Every verdict as a sentence ({len(ordered)}, decided ones first)",
+                                     [Verdict(v["sentence"], v["decision"] != "undecided") for v in ordered])]
+    elif across:
         blocks.append(Details(f"{len(across)} more verdicts, between models drawn in different panels",
                               [Verdict(v["sentence"], v["decision"] != "undecided") for v in across]))
     blocks += [Note(f"edge of the range: the best {e['model']} trial under {e['optimizer']} at {e['epochs']} epochs "
@@ -210,14 +216,17 @@ def build_page(trials: pd.DataFrame, curves: pd.DataFrame, records: Sequence[dic
     """The whole report: verdicts, running trials, summary, slices, factors, optimizers, budgets,
     layers, KS tests, failures, specs. `facet_by`: how figures are split into panels
     (`analysis.facets`); `now`: the time the report is written (Unix time, default now)."""
-    main = arms(trials, curves, split_by, seed, facet_by, data.get("frontier"))
+    main = replace(arms(trials, curves, split_by, seed, facet_by, data.get("frontier")),
+                   verdicts=tuple(data.get("verdicts") or []))
+    matrices = draw(VERDICTS, main, an.verdict_keys(main.verdicts)) \
+        if matrix_models(main.verdicts) >= MATRIX_MODELS else []
     multi_study = trials["study"].nunique() > 1
     title, subtitle = _header(trials, records)
     panel_of = {main.models[a]: f.title for f in main.facets for a in f.arms} if main.faceted else None
     arm_panel = {a: f.title for f in main.facets for a in f.arms} if main.faceted else None
     order = main_order(main)
     return Page(title, subtitle, [
-        *verdict_section(data.get("verdicts") or [], data.get("edge_warnings") or [], panel_of),
+        *verdict_section(data.get("verdicts") or [], data.get("edge_warnings") or [], panel_of, matrices),
         *running_section(records, time.time() if now is None else now),
         Section("summary", "Summary", "Summary",
                 [summary_table(data["groups"], split_by, params, multi_study, order)],
