@@ -37,6 +37,7 @@ from stability.sweep.checks import (
     check_storage,
 )
 from stability.sweep.errors import storage_errors
+from stability.sweep.figures import cluster_size, dry_run_estimate
 from stability.sweep.live_report import DEFAULT_EVERY_S, live_report, report_path
 from stability.sweep.signals import EXIT_INTERRUPTED, StopSignals
 
@@ -64,6 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="override a spec key, dotted (e.g. samples=16, train.mixup=0.8); repeatable")
     p.add_argument("--dry-run", action="store_true", help="validate and print the trial plan as JSON; start nothing")
     p.add_argument("--report", action="store_true", help="rewrite <study>/report.html as trials finish, and once at the end")
+    p.add_argument("--cluster", type=cluster_size, default=None, metavar="CPUS,GPUS",
+                   help="with --dry-run: the cluster the estimate assumes (default: this machine)")
+    p.add_argument("--calibrate", action="store_true", help="with --dry-run: time a few training steps of each "
+                   "shape no figure covers on this machine first, cached in <storage>/.calibration/")
     p.add_argument("--report-every", type=_seconds, default=DEFAULT_EVERY_S, metavar="SECONDS",
                    help="with --report: at most one report per SECONDS (default: %(default)g)")
     p.add_argument("--list", action="store_true", help="list the built-in studies and exit")
@@ -213,7 +218,7 @@ def sweep(argv: list[str] | None = None) -> int:
     if args.dry_run:  # takes no lock and writes nothing
         if isinstance(storage_root(args.storage), Path):  # refused as a run would be (a probe file, removed at once)
             check_storage(storage_root(args.storage) / spec.name)
-        code = dry_run(resolve_spec(args, spec), args.add_samples)
+        code = dry_run(resolve_spec(args, spec), args.add_samples, args)
         if args.report:
             print(f"--report: a run would rewrite {report_path(_shown_storage(args.storage), spec.name)} as trials "
                   f"finish", file=sys.stderr)
@@ -255,9 +260,9 @@ def sweep(argv: list[str] | None = None) -> int:
         _remove_if_empty(created)
 
 
-def dry_run(spec: StudySpec, add_samples: int | None = None) -> int:
+def dry_run(spec: StudySpec, add_samples: int | None = None, args: argparse.Namespace | None = None) -> int:
     """Validate and print the plan as JSON; a missing dataset is a warning (the data may come later).
-    With --add-samples, `added` counts the trials the extension adds."""
+    With --add-samples, `added` counts the trials the extension adds; `estimate`: stability.sweep.figures."""
     from stability.sampling import plan_summary, plan_trials
 
     check_names(spec)
@@ -278,6 +283,9 @@ def dry_run(spec: StudySpec, add_samples: int | None = None) -> int:
 
 def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSignals) -> int:
     """Under the study lock: the remaining checks, then the trials the store does not hold yet."""
+    if args is not None:  # read-only unless --calibrate (and the data is there to calibrate on)
+        summary["estimate"] = dry_run_estimate(spec, plan, storage_root(args.storage), args,
+                                               calibrate=args.calibrate and "warnings" not in summary)
     from stability.results.schema import extra_column_type
     from stability.results.store import ResultsStore, StoreError, read_study
     from stability.sampling import plan_trials
@@ -322,10 +330,15 @@ def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSign
             teachers, todo = prepare_teachers(todo, root, resources, store, spec.name, console)
             from stability.sweep.progress import SweepProgress
 
-            with (SweepProgress(total=len(plan), already_done=len(plan) - len(todo), console=console) as progress,
+            estimate = safe_run_estimate(spec, todo, resources, storage_root(args.storage), root, args.address,
+                                         store.read_groups())
+            console.print(estimate_line(estimate))
+            with (SweepProgress(total=len(plan), already_done=len(plan) - len(todo), console=console,
+                                estimate=estimate) as progress,
                   stop.tune()):
                 run_trials(spec, resources, todo, store, progress, args.verbose, teachers, live and live.changed)
 
+            from stability.sweep.figures import estimate_line, safe_run_estimate
     from stability.sweep.progress import print_summary
 
     finished = store.finished_ids()

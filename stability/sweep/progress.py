@@ -26,7 +26,15 @@ def format_duration(seconds: float) -> str:
 class SweepProgress:
     """One live line on a terminal; one line per finished trial otherwise (logs, CI)."""
 
-    def __init__(self, total: int, already_done: int, console: Console | None = None):
+    def __init__(self, total: int, already_done: int, console: Console | None = None, estimate: Any = None):
+        """`estimate` (stability.sweep.estimate.Estimate): its processes' shares of the wall time give the
+        ETA from the start; once processes finish, the same shares are scaled by the pace measured
+        (a fused group counts once, when its first trial's row is stored)."""
+        self.shares: list[float] = list(getattr(estimate, "process_share_s", None) or [])
+        self.owner: dict[str, int] = dict(getattr(estimate, "trial_process", None) or {})
+        self.expected_s = sum(self.shares)
+        self.credited: set[int] = set()
+        self.done_share = 0.0
         self.total = total
         self.done = already_done
         self.started_with = already_done
@@ -56,10 +64,15 @@ class SweepProgress:
             self.live.stop()
 
     def eta_seconds(self) -> float:
+        elapsed = time.monotonic() - self.start
+        if self.expected_s > 0:  # the estimate's figures: expected time left, at the pace measured so far
+            if self.done_share <= 0:
+                return max(0.0, self.expected_s - elapsed)
+            return max(0.0, self.expected_s - self.done_share) * elapsed / self.done_share
         finished_here = self.done - self.started_with
         if finished_here == 0:
             return math.inf
-        rate = finished_here / (time.monotonic() - self.start)
+        rate = finished_here / elapsed
         return (self.total - self.done) / rate
 
     def line(self) -> str:
@@ -80,6 +93,10 @@ class SweepProgress:
     def finished(self, row: dict[str, Any]) -> None:
         """Called by the store callback once a trial's row is on disk."""
         self.done += 1
+        process = self.owner.get(row.get("trial_id", ""))
+        if process is not None and process not in self.credited:
+            self.credited.add(process)
+            self.done_share += self.shares[process]
         self.failed += row["status"] == "failed"
         self.diverged += row["status"] == "diverged"
         err = row.get("top1_err")

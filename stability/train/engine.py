@@ -135,6 +135,7 @@ def run_trial(
     teacher: dict[str, Any] | None = None,
     checkpoint_to: str | None = None,
     checkpoint: TrialCheckpoint | None = None,
+    data=None,
 ) -> dict[str, Any]:
     """Train one trial and return its metrics (the schema: stability/results/schema.py).
 
@@ -142,6 +143,7 @@ def run_trial(
     names). `checkpoint_to`: save the trained (EMA) model there, e.g. to serve as a teacher.
     `checkpoint`: where the trial keeps its mid-trial state; when one is there the trial continues
     from it (its earlier epochs are passed to `on_epoch` again, so a new listener has the whole curve).
+    `data`: the trial's dataset already loaded (calibration passes a timed view of it); default: load it.
     """
     start = time.perf_counter()
     device = resolve_device(device)
@@ -149,7 +151,9 @@ def run_trial(
     seed_everything(cfg.seed)
     recipe = cfg.train
     ds = cfg.dataset
-    data = load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download, **ds.options)
+    if data is None:
+        data = load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download,
+                            **ds.options)
 
     overrides = {"in_chans": data.in_chans, **({"drop_path_rate": recipe.drop_path} if recipe.drop_path else {})}
     model = build_model(cfg.model, data.num_classes, data.img_size, **{**overrides, **cfg.model_args}).to(device)

@@ -78,6 +78,7 @@ def run_fused_trials(
     on_epoch: FusedEpochCallback | None = None,
     log: Callable[[str], None] | None = None,
     checkpoint: TrialCheckpoint | None = None,
+    data=None,
 ) -> list[dict[str, Any]]:
     """Train `cfgs` together; return one metrics dict per config, in order (see the module docstring).
 
@@ -85,6 +86,7 @@ def run_fused_trials(
     `run_trial` passes to its callback; `log` receives progress lines prefixed with the trial index.
     `checkpoint`: where the group keeps every member's state; the group continues from it when one
     is there (replaying the saved epochs to `on_epoch`).
+    `data`: the group's dataset already loaded (calibration passes a timed view of it); default: load it.
     """
     start = time.perf_counter()
     check_fusable_configs(cfgs)
@@ -92,7 +94,9 @@ def run_fused_trials(
     first = cfgs[0]
     recipe, ds = first.train, first.dataset
     seed_everything(first.seed)
-    data = load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download, **ds.options)
+    if data is None:
+        data = load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download,
+                            **ds.options)
     steps_per_epoch = data.steps_per_epoch(recipe.batch_size)
     if steps_per_epoch < 1:
         raise TrialSetupError(f"train.batch_size {recipe.batch_size} exceeds the {data.train_size} training images")
