@@ -33,6 +33,7 @@ from collections import Counter
 from typing import Any
 
 from benchmarks.targets import CIFAR_TARGET_MINUTES as TARGET_MINUTES
+from stability.cli import first_line
 
 TRAIN_IMAGES, VAL_IMAGES, CLASSES, IMG_SIZE = 50_000, 10_000, 10, 32  # CIFAR-10's shape
 CUDA_DEFAULTS = {"k": 16, "fraction": 1.0, "batch_size": None}  # batch None: the study's own (512)
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rows.append(run_model(plan, model, settings, device))
         except (RuntimeError, ValueError) as exc:  # out of memory even at K=1, a diverged group, a refused config
-            errors[model] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            errors[model] = first_line(exc)
             print(f"{model} failed: {errors[model]}", flush=True)
         else:
             r = rows[-1]

@@ -30,6 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from stability.cli import first_line
+
 LR, WEIGHT_DECAY, LABEL_SMOOTHING = 5e-4, 0.05, 0.1  # the engine's recipe defaults apart from lr/wd
 VAL_IMAGES = 32  # validation images per engine epoch: enough for the engine's metrics, cheap to run
 PLAIN_POOL_IMAGES = 2048  # distinct CPU images behind the plain loop's DataLoader (sampled repeatedly)
@@ -228,7 +230,7 @@ def run_case(case: Case, settings: Settings, peak_tflops: float, log=print) -> R
         try:
             out = (engine_run if way == "engine" else plain_run)(case, settings)
         except (RuntimeError, ValueError) as exc:  # torch.OutOfMemoryError is a RuntimeError
-            result.errors[way] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            result.errors[way] = first_line(exc)
             log(f"  {way} failed: {result.errors[way]}")
             continue
         finally:

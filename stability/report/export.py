@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from stability.cli import first_line
+
 EXPORT_HINT = ("install kaleido (pip install kaleido) and Chrome/Chromium (e.g. apt-get install chromium, "
                "or point BROWSER_PATH at a Chrome binary)")
 
@@ -25,6 +27,5 @@ def export_figures(figures: list[tuple[str, Any]], out_dir: Path) -> list[Path]:
     try:
         pio.write_images([fig for _, fig in figures], paths, format="svg")
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RuntimeError(f"static export failed ({first[:200]}): {EXPORT_HINT}") from None
+        raise RuntimeError(f"static export failed ({first_line(exc)[:200]}): {EXPORT_HINT}") from None
     return paths

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from stability.cli import UsageError
+from stability.cli import UsageError, first_line
 from stability.results.schema import CURVE_COLUMNS, REQUIRED_COLUMNS, STATUSES, TRIAL_COLUMNS
 
 NOT_EMPTY = ("study", "trial_id", "model", "optimizer", "status", "epochs")  # every row is grouped by these
@@ -87,12 +87,12 @@ def _read(folder: str):
     try:
         path = location(folder)
     except (OSError, ValueError, NotImplementedError) as exc:  # a URI pyarrow cannot resolve (scheme, query, store)
-        raise UsageError(f"{_shown(folder)}: {_first(exc)}") from None
+        raise UsageError(f"{_shown(folder)}: {first_line(exc)}") from None
     folder = str(path) if not isinstance(path, Path) else folder  # a URI is shown without query secrets
     try:
         is_dir = path.is_dir()
     except (OSError, ValueError) as exc:  # the store refused (missing bucket, credentials)
-        raise UsageError(f"{folder}: cannot read results: {_first(exc)}") from None
+        raise UsageError(f"{folder}: cannot read results: {first_line(exc)}") from None
     if not is_dir:
         raise UsageError(f"{folder}: no such results folder")
     try:
@@ -100,7 +100,7 @@ def _read(folder: str):
     except FileNotFoundError:
         raise UsageError(f"{folder}: holds no results (expected {path / 'trials.parquet'})") from None
     except Exception as exc:  # a damaged or foreign Parquet file
-        raise UsageError(f"{folder}: cannot read results: {_first(exc)}") from None
+        raise UsageError(f"{folder}: cannot read results: {first_line(exc)}") from None
     if res.trials.empty:
         raise UsageError(f"{folder}: holds no results (trials.parquet has no rows)")
     missing = [c for c in REQUIRED_COLUMNS if c not in res.trials]
@@ -109,11 +109,6 @@ def _read(folder: str):
     check_trials(res.trials, folder)
     check_columns(res.curves, CURVE_COLUMNS, "curves", folder)
     return res
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _shown(folder: str) -> str:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stability.cli import EXIT_USAGE, fail
+from stability.cli import EXIT_USAGE, fail, first_line
 from stability.results.compact import ROWS_PER_FILE, compact
 from stability.results.lock import LockHeld, study_lock
 from stability.results.storage import location, public_uri
 from stability.results.store import ResultsStore, StoreError
-from stability.results.tables import first_line
 
 EXIT_INTERRUPTED = 130
 

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from stability.cli import first_line
 from stability.results.files import atomic_path, atomic_write_text
 from stability.results.tables import (
     CURVE_KEYS,
@@ -44,7 +45,6 @@ from stability.results.tables import (
     checked,
     conform,
     duplicate_note,
-    first_line,
     newest_rows,
     say_once,
     scan,

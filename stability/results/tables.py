@@ -27,6 +27,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from stability.cli import first_line
 from stability.results.schema import CURVE_COLUMNS, TRIAL_COLUMNS
 from stability.results.storage import ObjectPath, StoragePath, arrow_source
 
@@ -42,11 +43,6 @@ def say_once(message: str) -> None:
     if message not in _said:
         _said.add(message)
         print(message, file=sys.stderr)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -186,7 +182,7 @@ def scan(files: list[TableFile], schemas: list[pa.Schema], base: StoragePath) ->
     for tagged in dataset.scanner(use_threads=True).scan_batches():
         batches.append(tagged.record_batch)
         origin += [index[tagged.fragment.path]] * tagged.record_batch.num_rows
-    return pa.Table.from_batches(batches, schema=schema), origin
+    return pa.Table.from_batches(batches, schema=schema).combine_chunks(), origin  # one chunk: filters are fast
 
 
 def newest_rows(table: pa.Table, origin: list[int], files: list[TableFile], keys: list[str]) -> pa.Table:

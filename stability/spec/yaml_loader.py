@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from stability.cli import first_line
 from stability.spec.errors import SpecError, short
 
 MAX_SPEC_BYTES = 1_000_000  # the built-in studies are 1-4 kB
@@ -143,5 +144,5 @@ def load_yaml(text: str, source: str) -> Any:
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise SpecError(f"{source}: invalid YAML{line}: {short(problem, quote=False)}") from None

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from stability.cli import UsageError
+from stability.cli import UsageError, first_line
 from stability.spec import StudySpec
 
 TRIAL_DRIVER_CPUS = 0.01  # a data-parallel trial's own process only drives its TorchTrainer
@@ -149,7 +149,7 @@ def connect_ray(address: str | None, num_cpus: int | None, verbose: bool) -> Non
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                      **common)
     except ConnectionError as exc:
-        raise UsageError(f"--address {address}: cannot connect to Ray ({str(exc).splitlines()[0]}); "
+        raise UsageError(f"--address {address}: cannot connect to Ray ({first_line(exc)}); "
                          "start a cluster with `ray start --head` or omit --address") from None
 
 

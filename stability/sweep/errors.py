@@ -17,7 +17,7 @@ import re
 import shlex
 from collections.abc import Iterator
 
-from stability.cli import UsageError
+from stability.cli import UsageError, first_line
 
 # errno values that mean "this storage cannot take the write", not a bug in the sweep
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
@@ -81,7 +81,7 @@ def storage_message(error: OSError, argv: list[str] | None = None) -> str:
                 f"bucket and the credentials in the environment, then run `{again}`")
     path = error.filename if isinstance(error.filename, (str, os.PathLike)) else args.storage
     code = _errno(error)
-    reason = error.strerror or (os.strerror(code) if code is not None else str(error).splitlines()[0])
+    reason = error.strerror or (os.strerror(code) if code is not None else first_line(error))
     return (f"--storage: cannot write {os.fsdecode(path)}: {reason}; finished trials are kept: "
             f"make room (or fix the folder), then run `{again}`")
 

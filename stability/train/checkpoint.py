@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stability.cli import first_line
 from stability.results import files
 from stability.results.files import atomic_write_bytes
 from stability.spec.errors import TrialSetupError
@@ -95,7 +96,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise TrialSetupError(f"teacher checkpoint {path} does not exist") from None
     except Exception as exc:  # torch raises many types for foreign or damaged files
-        raise TrialSetupError(f"cannot read teacher checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        raise TrialSetupError(f"cannot read teacher checkpoint {path}: {first_line(exc)}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise TrialSetupError(f"{path} is not a stability checkpoint (save one with stability.train --save-checkpoint)")
     check_checkpoint(checkpoint, path)
