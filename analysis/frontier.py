@@ -7,6 +7,10 @@ Separated data (every trial above some lr diverged, none below) are the usual ca
 maximum-likelihood slope is infinite: the slope gets a weak L2 penalty, and the answer is
 clamped to the gap between the largest stable and the smallest diverged lr (to the sampled lr
 range when the classes overlap). Failed trials are left out.
+
+Why the fit is hand-written: it is scikit-learn's L2-penalised LogisticRegression objective (a test
+checks the estimates agree), but the report fits it 201 times per group and scikit-learn's fit costs
+far more per call on 64 points (`python -m benchmarks.frontier_fit`, docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from analysis.best_of_k import (
     expected_best_weights_with_replacement,
     expected_best_with_replacement,
 )
-from analysis.frontier import EVERY_DIVERGED, stability_frontier
+from analysis.frontier import EVERY_DIVERGED, PENALTY, fit_logistic, stability_frontier
 from analysis.noise import seed_variance
 from analysis.stats import expected_best
 
@@ -154,6 +154,18 @@ def test_noisy_frontier_matches_an_independent_logistic_fit():
     assert lo < np.log10(row["max_stable_lr"]) < hi and hi - lo < 0.5
     (higher,) = stability_frontier(pd.DataFrame(_lr_sweep(10 ** x, diverged)), level=0.5, n_boot=0)
     assert higher["max_stable_lr"] > row["max_stable_lr"] and higher["max_stable_lr_ci"] is None
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.5], ids=["separated", "overlapping"])
+def test_the_hand_written_fit_is_scikit_learns_penalised_logistic_regression(noise):
+    """The frontier's own Newton fit minimises the objective of scikit-learn's L2-penalised
+    LogisticRegression (intercept not penalised): the same estimates, separated data included."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=64)
+    y = (x + rng.normal(scale=noise, size=64) > 0.5).astype(float)
+    ours = fit_logistic(x, y)
+    theirs = LogisticRegression(C=1 / PENALTY, tol=1e-12, max_iter=10_000).fit(x[:, None], y)
+    assert ours == pytest.approx((theirs.intercept_[0], theirs.coef_[0, 0]), abs=1e-5)
 
 
 def test_frontier_without_and_with_only_divergence():
