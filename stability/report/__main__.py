@@ -18,12 +18,11 @@ from pathlib import Path
 
 from analysis.facets import FACET_BY
 from stability.cli import UsageError, fail
-from stability.report.columns import check_split_by, factors, sampled_params
+from stability.report.build import build
+from stability.report.columns import check_split_by
 from stability.report.export import export_figures
 from stability.report.load import load
 from stability.report.render import render
-from stability.report.sections import build_page
-from stability.report.summary import summary
 from stability.results.files import NotARegularFileError, atomic_write_text, check_writable
 from stability.results.storage import location
 
@@ -80,11 +79,7 @@ def report(argv: list[str] | None = None) -> int:
     trials, curves, records = load(args.dirs)
     check_split_by(trials, args.split_by)
     out = out_path(args)  # before the statistics and figures are computed
-    params = sampled_params(trials, records)
-    knobs = [knob for rec in records for knob in rec.get("knobs") or []]
-    data = summary(trials, args.split_by, params, args.seed, factors(trials, args.split_by, params), knobs)
-    page = build_page(trials, curves, records, data, args.split_by, params, args.seed, args.facet_by)
-    data["facets"] = page.facets
+    data, page = build(trials, curves, records, args.split_by, args.seed, args.facet_by)
     try:
         atomic_write_text(out, render(page))
     except OSError as exc:  # the place changed since out_path checked it
