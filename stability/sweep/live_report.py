@@ -147,10 +147,12 @@ class ReportJob:
 
 class LiveReport:
     """Writes the report when `changed` says so, from a thread of its own (`start`); `finish`
-    stops it and writes the final report. `start_job` starts one report (a `Job`)."""
+    stops it and writes the final report. `start_job` starts one report (a `Job`); `clock` gives
+    the time in seconds (tests give their own and call `wake` when they move it)."""
 
-    def __init__(self, every: float, console, start_job: Callable[[], Job]):
+    def __init__(self, every: float, console, start_job: Callable[[], Job], clock: Callable[[], float] = time.monotonic):
         self.schedule = Schedule(every)
+        self.clock = clock
         self.console = console
         self.start_job = start_job
         self.written = False  # the last report that ran to its end wrote the page
@@ -174,6 +176,11 @@ class LiveReport:
         self._thread.start()
         return self
 
+    def wake(self) -> None:
+        """Look at the clock again (it moved)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def changed(self) -> None:
         """New results (a trial's row stored): a report is due once the interval allows."""
         with self._cond:
@@ -183,11 +190,11 @@ class LiveReport:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._closing and (delay := self.schedule.delay(time.monotonic())) != 0:
+                while not self._closing and (delay := self.schedule.delay(self.clock())) != 0:
                     self._cond.wait(delay)
                 if self._closing:
                     return
-                shows = self._inflight = self.schedule.start(time.monotonic())
+                shows = self._inflight = self.schedule.start(self.clock())
             self._run(shows)
 
     def _run(self, shows: int) -> None:
@@ -239,7 +246,7 @@ class LiveReport:
                 self._thread.join()
             if final and self.schedule.final_needed():
                 self._cancel.clear()
-                self._run(self.schedule.start(time.monotonic()))
+                self._run(self.schedule.start(self.clock()))
         except BaseException:
             self._cancel.set()
             with self._cond:
