@@ -239,10 +239,11 @@ def test_image_size_and_model_args_checks_agree_with_building_the_model(name):
 def test_dataset_facts_are_the_loaders():
     import torch
 
-    from stability.data import cifar, digits, imagefolder, synthetic
+    from stability.data import cifar, digits, imagefolder, shards, synthetic
     from stability.data.checks import DATASET_FACTS, data_shape, train_images
 
-    modules = {"digits": digits, "cifar10": cifar, "cifar100": cifar, "synthetic": synthetic, "imagefolder": imagefolder}
+    modules = {"digits": digits, "cifar10": cifar, "cifar100": cifar, "synthetic": synthetic, "imagefolder": imagefolder,
+               "shards": shards}
     for name, module in modules.items():
         facts = DATASET_FACTS[name]
         assert (facts.img_size, facts.min_img_size, facts.max_img_size) == (
