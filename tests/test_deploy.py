@@ -37,6 +37,8 @@ def test_the_launcher_yaml_passes_rays_own_validation_and_has_a_gpu_node_type():
     assert config["head_node_type"] in types
     gpu_types = [name for name, t in types.items() if t.get("resources", {}).get("GPU", 0) > 0]
     assert gpu_types and all(types[name]["max_workers"] >= 1 for name in gpu_types)
+    # the sweep decides GPUs per trial, and refuses trials that cannot be placed, from the cluster it finds
+    assert any(types[name]["min_workers"] >= 1 for name in gpu_types), "a GPU node from the start"
     assert types[config["head_node_type"]]["resources"].get("CPU") == 0, "no trials on the head"
     starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
     assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c), "every node in token mode"
