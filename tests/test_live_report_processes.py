@@ -20,6 +20,7 @@ import pytest
 from conftest import REPO, TESTS, run_cli, wait_for
 from rich.console import Console
 
+from stability.results.lock import process_state
 from stability.sweep.live_report import (
     ReportJob,
     live_report,
@@ -32,11 +33,7 @@ TINY = str(TESTS / "data" / "tiny.yaml")
 # --- real report processes -------------------------------------------------------------------------
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    return process_state(pid) == "alive"
 
 
 def _sleeper(ignore_sigint: bool = False) -> ReportJob:

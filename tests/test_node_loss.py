@@ -15,6 +15,7 @@ import signal
 import subprocess
 import tempfile
 
+import psutil
 import pytest
 
 from conftest import _program, cluster_pids, free_port, ray_bin, stop_cluster, trial_workers, wait_for
@@ -46,8 +47,7 @@ def two_nodes():
 
 
 def _parent(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
+    return psutil.Process(pid).ppid()
 
 
 def node_of(pid: int, processes: dict[int, bytes]) -> int:

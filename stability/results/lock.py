@@ -1,10 +1,12 @@
 """One writer per study folder: the lock file `<study>/.lock`.
 
 The sweep takes it before it compares or writes `study.yaml` and holds it until it exits; a
-second sweep of the same folder is refused (`LockHeld`, naming the holder). No library does
-this for us: `fcntl` locks vanish with the process, which is what we want on one machine, but
-are unreliable or absent on the shared and FUSE file systems a cluster's storage lives on, and
-they cannot say who holds them. So the lock is a small file:
+second sweep of the same folder is refused (`LockHeld`, naming the holder). Why hand-written:
+`fcntl` locks (and `filelock`) are unreliable or absent on the shared and FUSE file systems a
+cluster's storage lives on and cannot say who holds them, and `flufl.lock` (hard link + lifetime)
+takes a killed holder's lock over only when its lifetime runs out, so a killed driver would block
+`--resume` for the whole lease (`tests/test_integrity.py::test_flufl_lock_keeps_a_killed_holders_lock`);
+none works on object storage. Process facts come from `psutil`. So the lock is a small file:
 
     {"host": ..., "boot_id": ..., "pid_ns": ..., "pid": ..., "start": ..., "since": ...,
      "expires": ..., "token": ...}
@@ -13,7 +15,7 @@ created by a hard link from a written temporary file (exactly one creator wins, 
 atomically (temporary file + rename) when its lease is renewed. It is judged stale, and taken
 over, when its holder is gone:
 - on the same machine (same host name, boot id and PID namespace): the holder's PID is dead or a
-  zombie, or now belongs to another process (its start time in /proc/<pid>/stat differs). A
+  zombie, or now belongs to another process (its start time differs, `psutil`). A
   live holder keeps the lock whatever its lease says; a killed driver's lock never blocks an
   immediate `--resume`.
 - from another machine (PIDs mean nothing there): its lease has expired, or the file was not
@@ -50,6 +52,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+import psutil
 
 from stability.results.files import atomic_write_bytes
 from stability.results.storage import ObjectPath, location
@@ -105,14 +109,12 @@ def _pid_namespace() -> str:
 
 
 def process_start(pid: int) -> str | None:
-    """The start time of process `pid` (clock ticks since boot, field 22 of /proc/<pid>/stat), or None
-    where /proc is absent. With the PID it names one process for the machine's uptime."""
+    """The start time of process `pid` (seconds since the epoch, to the 1/100 s the kernel keeps), or
+    None when it cannot be told. With the PID it names one process for the machine's uptime."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except (psutil.Error, OSError, OverflowError, ValueError):
         return None
-    fields = text.rsplit(")", 1)[1].split()  # the command name in parentheses may hold spaces
-    return fields[19]  # fields after the name start at field 3 (state); starttime is field 22
 
 
 def identity() -> dict[str, Any]:
@@ -127,21 +129,17 @@ def _same_machine(holder: dict[str, Any], me: dict[str, Any]) -> bool:
     return all(holder.get(k) == me[k] for k in ("host", "boot_id", "pid_ns"))
 
 
-def _pid_state(pid: int) -> str | None:
+def process_state(pid: int) -> str | None:
     """'alive', 'dead' (absent or a zombie) or None where it cannot be told."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        status = psutil.Process(pid).status()
+    except psutil.NoSuchProcess:
         return "dead"
-    except PermissionError:  # another user's live process
-        pass
-    except (OSError, OverflowError, ValueError):
-        return None
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+    except psutil.AccessDenied:  # another user's live process
         return "alive"
-    return "dead" if state in ("Z", "X") else "alive"
+    except (psutil.Error, OSError, OverflowError, ValueError):
+        return None
+    return "dead" if status in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) else "alive"
 
 
 def stale_reason(holder: dict[str, Any] | None, age_s: float, me: dict[str, Any], now: float) -> str | None:
@@ -153,7 +151,7 @@ def stale_reason(holder: dict[str, Any] | None, age_s: float, me: dict[str, Any]
         pid = holder.get("pid")
         if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
             return "lock file names no process"
-        state = _pid_state(pid)
+        state = process_state(pid)
         if state == "dead":
             return f"process {pid} is gone"
         if state == "alive":
