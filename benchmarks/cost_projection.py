@@ -1,17 +1,17 @@
 """A GPU cluster budget for a study before any GPU has run it: the estimate's own arithmetic
 (`stability.sweep.estimate`) fed with PROJECTED per-epoch figures, not measured ones.
 
-Per model, one epoch of one trial is projected from the REFERENCE.md speed anchors as
+Per model, one epoch of one trial is projected from published speed figures as
 
     epoch_s = max((train images x 3 + val images) x 2 x GMACs per image / (MFU x peak FLOP/s),
                   --min-epoch) / GPUs of the trial
 
 (forward + backward = 3 forward passes, 2 FLOPs per multiply-add; GMACs from
-`stability.models.model_info`; peak: one H200's measured-class dense bf16 rate, 790 TFLOP/s, REFERENCE.md
-section 9), plus a fixed `--overhead` per trial (start-up and compilation; an assumption). The MFU is
+`stability.models.model_info`; peak: one H200's measured-class dense bf16 matmul rate, about
+790 TFLOP/s), plus a fixed `--overhead` per trial (start-up and compilation; an assumption). The MFU is
 an assumption too: the platform's 40% target, and a lower one for small kernels; `--min-epoch` is a
 floor for one epoch on a whole GPU, for models too small to fill it (kernel launches, evaluation; for
-CIFAR-10, airbench's about 0.3 s per epoch on an A100, REFERENCE.md section 5, suggests 0.5 s). A fused
+CIFAR-10, airbench's about 0.3 s per epoch of a small CNN on one A100 suggests 0.5 s). A fused
 group of K trials does K trials' work per epoch. Then the estimate's
 placement arithmetic (trials at once from the study's resources and the cluster's GPUs and CPUs,
 first come first placed) gives the wall time and GPU-hours. Replace these figures with measured ones:
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 
-PEAK_FLOPS = 790e12  # one H200, dense bf16 matmul (REFERENCE.md section 9)
+PEAK_FLOPS = 790e12  # one H200, dense bf16 matmul, measured-class figure
 IMAGES = {"imagefolder": (1_281_167, 50_000), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
 
 
@@ -52,7 +52,7 @@ def projected_figures(spec, groups, mfu: float, overhead_s: float, gpus_per_tria
         flops = (train * 3 + val) * 2 * cache[model] * 1e9 * len(group)
         figures[shape_key(group[0], len(group))] = Figure(
             max(flops / (mfu * PEAK_FLOPS), min_epoch_s * len(group)) / gpus_per_trial, overhead_s, "projection",
-            f"projected at {mfu:.0%} MFU of {PEAK_FLOPS / 1e12:.0f} TFLOP/s (REFERENCE.md), not measured")
+            f"projected at {mfu:.0%} MFU of {PEAK_FLOPS / 1e12:.0f} TFLOP/s (one H200), not measured")
     return figures, cache
 
 
