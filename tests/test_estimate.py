@@ -166,3 +166,14 @@ def test_a_run_calibrates_on_the_trials_device_prints_the_estimate_and_caches_it
                   "--dry-run", env=env)
     est = json.loads(dry.stdout.strip().splitlines()[-1])["estimate"]
     assert est["wall_s"] > 0 and f"curves of {storage / 'tiny'}" in est["basis"]
+
+
+def test_a_data_parallel_trial_is_calibrated_as_one_worker_with_its_share_of_the_batch():
+    from stability.train.calibrate import calibrate
+
+    cfg = plan_trials(load_spec(TINY))[0]
+    alone, shared = calibrate([cfg], "cpu", steps=2), calibrate([cfg], "cpu", steps=2, workers=2)
+    assert alone["batch_size"] == 64 and shared["batch_size"] == 32 and shared["workers"] == 2
+    assert 2 * alone["steps_per_epoch"] <= shared["steps_per_epoch"] <= 2 * alone["steps_per_epoch"] + 1
+    assert shared["epoch_s"] == pytest.approx(shared["steps_per_epoch"] * shared["step_s"] / 2
+                                              + shared["val_batches"] * shared["val_batch_s"])

@@ -237,7 +237,7 @@ def calibrate_here(spec: StudySpec, plan: list[TrialConfig], storage_root, conso
     kind = "cuda" if torch.cuda.is_available() and spec.resources.gpus_per_worker != 0 else "cpu"
     figures, finished = gather(spec, storage_root, storage_root / spec.name, kind, threads)
     groups = missing_groups(processes(spec, [c for c in plan if c.trial_id not in finished]), figures)
-    results = [calibrate(group) for group in groups.values()]
+    results = [calibrate(group, workers=spec.resources.workers_per_trial) for group in groups.values()]
     if results:
         write_cache(storage_root, results, list(groups))
     return [describe_shape(g[0], len(g)) for g in groups.values()]
@@ -253,14 +253,14 @@ def missing_groups(groups: list[list[TrialConfig]], figures: dict[str, Figure]) 
     return missing
 
 
-def _calibrate_task(groups: list[list[TrialConfig]], threads: int) -> list[dict[str, Any]]:
-    """Inside a Ray task holding one trial's resources: calibrate each group on its device."""
+def _calibrate_task(groups: list[list[TrialConfig]], threads: int, workers: int) -> list[dict[str, Any]]:
+    """Inside a Ray task holding one worker's resources: calibrate each group on its device."""
     import torch
 
     from stability.train.calibrate import calibrate
 
     torch.set_num_threads(max(1, threads))
-    return [calibrate(group) for group in groups]
+    return [calibrate(group, workers=workers) for group in groups]
 
 
 def run_estimate(spec: StudySpec, todo: list[TrialConfig], resources: dict[str, Any], storage_root, study_root,
@@ -283,7 +283,8 @@ def run_estimate(spec: StudySpec, todo: list[TrialConfig], resources: dict[str, 
         start = time.monotonic()
         task = ray.remote(_calibrate_task).options(num_cpus=resources["cpus_per_worker"],
                                                     num_gpus=resources["gpus_per_worker"])
-        results = ray.get(task.remote(list(missing.values()), int(resources["cpus_per_worker"])))
+        results = ray.get(task.remote(list(missing.values()), int(resources["cpus_per_worker"]),
+                                      resources["workers_per_trial"]))
         spent = time.monotonic() - start
         try:
             write_cache(storage_root, results, list(missing))

@@ -11,7 +11,10 @@ device first). From the stamps:
     overhead_s  = the call's wall time (dataset load included) - what the epoch terms account for:
                   building the model, warm-up excess (compilation), the final metrics
 
-A trial of E epochs then costs about overhead_s + E x epoch_s. Imports no Ray.
+A trial of E epochs then costs about overhead_s + E x epoch_s. A data-parallel trial of W workers
+is calibrated as one worker with its share of the batch (batch_size / W): its training part of the
+epoch is divided by W (the gradient all-reduce is not counted), its validation part is not (every
+worker evaluates). Imports no Ray.
 """
 
 from __future__ import annotations
@@ -93,13 +96,15 @@ def _cpu_name() -> str:
 
 
 def calibrate(cfgs: list[TrialConfig], device: str | torch.device = "auto", steps: int = STEPS,
-              warmup: int = WARMUP_STEPS, val_batches: int = VAL_BATCHES) -> dict[str, Any]:
-    """Time a few steps of `cfgs` (one trial, or a group of configs the fused engine trains together)."""
+              warmup: int = WARMUP_STEPS, val_batches: int = VAL_BATCHES, workers: int = 1) -> dict[str, Any]:
+    """Time a few steps of `cfgs` (one trial, or a group of configs the fused engine trains together;
+    `workers`: the data-parallel workers of one trial)."""
     from stability.train.engine import resolve_device, run_trial
     from stability.train.fused import run_fused_trials
 
     device = resolve_device(device)
-    one_epoch = [cfg.model_copy(update={"epochs": 1}) for cfg in cfgs]
+    share = {"batch_size": max(1, cfgs[0].train.batch_size // workers)} if workers > 1 else {}
+    one_epoch = [cfg.model_copy(update={"epochs": 1, "train": cfg.train.model_copy(update=share)}) for cfg in cfgs]
     first = one_epoch[0]
     ds, recipe = first.dataset, first.train
     start = time.perf_counter()
@@ -122,9 +127,10 @@ def calibrate(cfgs: list[TrialConfig], device: str | torch.device = "auto", step
     timed = train[min(warmup, ran - 1):]
     step_s = (timed[-1] - timed[0]) / (len(timed) - 1)
     val_batch_s = (val[-1] - val[0]) / (len(val) - 1) if len(val) > 1 else 0.0
-    epoch_s = real_steps * step_s + real_val * val_batch_s
+    epoch_s = real_steps * step_s / workers + real_val * val_batch_s
     overhead_s = max(0.0, wall - ran * step_s - (len(val) - 1) * val_batch_s)
-    return {"model": first.model, "trials": len(cfgs), "img_size": data.img_size, "batch_size": recipe.batch_size,
+    return {"model": first.model, "trials": len(cfgs), "workers": workers, "img_size": data.img_size,
+            "batch_size": recipe.batch_size,
             "steps_per_epoch": real_steps, "val_batches": real_val, "steps_timed": len(timed) - 1,
             "step_s": step_s, "val_batch_s": val_batch_s, "epoch_s": epoch_s, "overhead_s": overhead_s,
             "wall_s": wall, "machine": machine(device)}
