@@ -326,3 +326,32 @@ def test_sweep_to_s3_then_report_from_s3(s3, ray_cluster, tmp_path):
     again = run_cli("stability.report", shown, env=s3["env"], timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.strip() == str(study / "report.html") and "4 trials" in (study / "report.html").read_text()
+
+
+def _files_holding(text: str, *folders) -> list[str]:
+    """Every file under `folders` whose bytes hold `text` (logs, Tune's state files, sockets skipped)."""
+    found = subprocess.run(["grep", "-rlaF", "-D", "skip", text, *map(str, folders)], capture_output=True, text=True)
+    return found.stdout.split()
+
+
+def test_no_credential_of_the_uri_or_the_environment_is_left_on_disk(s3, ray_cluster, tmp_path):
+    """Issue 23, point 5: credentials in the storage URI's user info and in the AWS variables reach the
+    trials (they checkpoint into the store) but no file of Ray's session, Tune's folder or the temporary
+    folder; the Tune folder is removed at the end, and one a kill -9 left is removed at the next start."""
+    uri_secret, env_secret = f"urisecret{uuid.uuid4().hex[:12]}", f"envsecret{uuid.uuid4().hex[:12]}"
+    storage = uri(s3, uuid.uuid4().hex, "runs", user=f"stabilitykey:{uri_secret}@")
+    tmp = tmp_path / "tmp"
+    space = "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit())
+    stale = tmp / f"stability-tune-999999999-12-{space}-killed"  # named as a sweep's, whose process is gone
+    (stale / "resume").mkdir(parents=True)
+    env = {**ray_cluster["env"], **CREDENTIALS, "AWS_SECRET_ACCESS_KEY": env_secret, "TMPDIR": str(tmp)}
+    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", storage,
+                  "--set", "samples=1", "--set", "resources.checkpoint_every=1", "--set", "models=[vit_c_tiny]",
+                  env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert uri_secret not in out.stdout + out.stderr and env_secret not in out.stdout + out.stderr
+    assert list(tmp.iterdir()) == []  # this run's Tune folder and the stale one are gone
+    assert _files_holding(uri_secret, ray_cluster["tmpdir"], tmp_path) == []
+    assert _files_holding(env_secret, ray_cluster["tmpdir"], tmp_path) == []
+    study = location(uri(s3, storage.split("/")[3], "runs", "tiny"))
+    assert len(read_study(full_uri(study)).trials) == 2  # 1 model x 2 optimizers x 1 point, each checkpointed

@@ -111,6 +111,7 @@ def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, pr
     from stability.sweep.tune_trial import run_in_tune
 
     from stability.sweep.saved import check_checkpoints
+    from stability.sweep.secrets import keep_credentials_out_of_runtime_env, trial_environment
 
     groups = fused_groups(todo, spec.resources.fused_trials, store.read_groups(), progress.console.print)
     store.write_groups([[cfg.trial_id for cfg in group] for group in groups if len(group) > 1])
@@ -122,8 +123,10 @@ def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, pr
                                + (f" ({alone} alone: model or recipe the fused engine cannot train)" if alone else ""))
     # the configs travel as objects (one copy in Ray's object store); a Tune trial is told its group's index
     # so is the checkpoints' URI: it may carry credentials, and Tune writes the trials' configs to disk
+    # and the driver's AWS variables, which Tune would copy into a runtime environment that Ray logs
+    keep_credentials_out_of_runtime_env()
     run_in_tune = tune.with_parameters(run_in_tune, groups=groups, teachers=teachers,
-                                       checkpoints_root=full_uri(store.checkpoints_dir))
+                                       checkpoints_root=full_uri(store.checkpoints_dir), environment=trial_environment())
     if resources["workers_per_trial"] == 1:
         trainable = tune.with_resources(run_in_tune, {"cpu": resources["cpus_per_worker"], "gpu": resources["gpus_per_worker"]})
     else:  # the trial process only drives a TorchTrainer; its workers hold the resources

@@ -74,7 +74,7 @@ def check_checkpoints(checkpoints_dir: StoragePath, groups: list[list[TrialConfi
         why = owner_mismatch(found, checkpoint_owner(cfgs))
         if why:
             foreign += 1
-            say(f"checkpoint {folder}: {why}; ignored, the trial starts over")
+            say(f"checkpoint {folder / STATE_FILE}: {why}; ignored, the trial starts over")
     return foreign
 
 

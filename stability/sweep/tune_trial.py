@@ -16,6 +16,7 @@ from ray import tune
 
 from stability.spec.trial import TrialConfig
 from stability.sweep.callbacks import FINAL, MEMBER, group_key
+from stability.sweep.secrets import use_environment
 from stability.sweep.teachers import teacher_key
 from stability.train.checkpoint import from_bytes
 
@@ -65,6 +66,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from stability.train.engine import run_trial
 
     _set_threads(config["cpus"])
+    if config.get("environment") is not None:
+        use_environment(ray.get(config["environment"]))
     cfg: TrialConfig = config["trial"]
     teacher = teacher_checkpoint(cfg, config.get("teachers"))
     root = ray.get(config["checkpoints_root"]) if config.get("checkpoints_root") is not None else None
@@ -85,10 +88,13 @@ def run_fused_group(cfgs: list[TrialConfig], cpus: float, checkpoint) -> None:
 
 
 def run_in_tune(config: dict[str, Any], groups: list[list[TrialConfig]],
-                teachers: dict[str, bytes] | None = None, checkpoints_root: str | None = None) -> None:
+                teachers: dict[str, bytes] | None = None, checkpoints_root: str | None = None,
+                environment: dict[str, str] | None = None) -> None:
     """Tune trial function: one trial of the plan, or a fused group of them (`groups[config["group"]["index"]]`);
-    `teachers`: distillation teacher checkpoints by teacher id; `checkpoints_root`: where checkpoints go.
-    All three come through `tune.with_parameters` (Ray's object store), not the config Tune saves."""
+    `teachers`: distillation teacher checkpoints by teacher id; `checkpoints_root`: where checkpoints go;
+    `environment`: the driver's credential variables (`secrets`). All four come through
+    `tune.with_parameters` (Ray's object store), not the config Tune saves."""
+    use_environment(environment)
     cfgs = groups[config["group"]["index"]]
     resources = config["resources"]
     if len(cfgs) > 1:
@@ -113,6 +119,7 @@ def run_in_tune(config: dict[str, Any], groups: list[list[TrialConfig]],
         train_loop_per_worker,
         train_loop_config={"trial": cfg, "cpus": resources["cpus_per_worker"], "checkpoints": config.get("checkpoints"),
                            "checkpoints_root": ray.put(checkpoints_root) if checkpoints_root is not None else None,
+                           "environment": ray.put(environment or {}),
                            "teachers": {k: v for k, v in (teachers or {}).items() if k == teacher_key(cfg)}},
         scaling_config=ScalingConfig(
             num_workers=resources["workers_per_trial"],
