@@ -52,6 +52,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(none); auto (default): by size when model names give several sizes, else one panel up to "
                         "6 models, else by family or model")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default: 0)")
+    p.add_argument("--to-mlflow", default=None, metavar="URI",
+                   help="instead of the page: export each study to MLflow at this tracking URI, one parent run per "
+                        "study and one child run per trial; a trial already there is not added again "
+                        "(pip install \"stability[mlflow]\")")
     return p.parse_args(argv)
 
 
@@ -76,6 +80,10 @@ def out_path(args: argparse.Namespace) -> Path:
 
 def report(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.to_mlflow is not None:
+        from stability.report.tracking import to_mlflow
+
+        return to_mlflow(args.dirs, args.to_mlflow)
     trials, curves, records = load(args.dirs)
     check_split_by(trials, args.split_by)
     out = out_path(args)  # before the statistics and figures are computed

@@ -40,6 +40,7 @@ from stability.sweep.errors import storage_errors
 from stability.sweep.figures import cluster_size, dry_run_estimate
 from stability.sweep.live_report import DEFAULT_EVERY_S, live_report, report_path
 from stability.sweep.signals import EXIT_INTERRUPTED, StopSignals
+from stability.tracking import check_mlflow
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,6 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "shape no figure covers on this machine first, cached in <storage>/.calibration/")
     p.add_argument("--report-every", type=_seconds, default=DEFAULT_EVERY_S, metavar="SECONDS",
                    help="with --report: at most one report per SECONDS (default: %(default)g)")
+    p.add_argument("--mlflow", default=None, metavar="URI", help="log each trial as an MLflow run under one run of "
+                   "the study, from the driver as trials report (a tracking URI: sqlite:///mlflow.db, http://host:5000; "
+                   "pip install \"stability[mlflow]\")")
     p.add_argument("--list", action="store_true", help="list the built-in studies and exit")
     p.add_argument("--help-spec", action="store_true", help="list every study-spec key with its default and meaning")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
@@ -214,6 +218,8 @@ def sweep(argv: list[str] | None = None) -> int:
         for name in builtin_names():
             print(f"{name:28s} {builtin_description(name)}")
         return 0
+    if args.mlflow is not None:  # before any work: MLflow is an optional extra
+        check_mlflow("--mlflow", args.mlflow)
     spec = load_spec(args.study, args.assignments)
     if args.dry_run:  # takes no lock and writes nothing
         if isinstance(storage_root(args.storage), Path):  # refused as a run would be (a probe file, removed at once)
@@ -336,7 +342,8 @@ def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSign
             with (SweepProgress(total=len(plan), already_done=len(plan) - len(todo), console=console,
                                 estimate=estimate) as progress,
                   stop.tune()):
-                run_trials(spec, resources, todo, store, progress, args.verbose, teachers, live and live.changed)
+                run_trials(spec, resources, todo, store, progress, args.verbose, teachers, live and live.changed,
+                           args.mlflow)
 
             from stability.sweep.figures import estimate_line, safe_run_estimate
     from stability.sweep.progress import print_summary

@@ -28,15 +28,18 @@ def group_key(cfgs: list[TrialConfig]) -> str:
 class StoreCallback(tune.Callback):
     """Collects each trial's curve (one point per epoch, whatever restarts happened), writes its row
     when it ends, keeps `running.json` current and deletes a group's checkpoint once every row of it
-    is stored. `on_changed` (the live report) hears of each stored row and of the end of the run."""
+    is stored. `on_changed` (the live report) hears of each stored row and of the end of the run;
+    `tracker` (`--mlflow`, stability.sweep.tracking) of each epoch and, once it is on disk, each row."""
 
     def __init__(self, study: str, store: ResultsStore, groups: list[list[TrialConfig]],
-                 on_finished: Callable[[dict[str, Any]], None], on_changed: Callable[[], None] | None = None):
+                 on_finished: Callable[[dict[str, Any]], None], on_changed: Callable[[], None] | None = None,
+                 tracker=None):
         self.study = study
         self.store = store
         self.groups = groups
         self.on_finished = on_finished
         self.on_changed = on_changed
+        self.tracker = tracker
         self.curves: dict[str, dict[int, dict[str, Any]]] = {}  # study trial id -> epoch -> point
         self.written: set[str] = set()
         self.running: dict[str, dict[str, Any]] = {}
@@ -53,6 +56,8 @@ class StoreCallback(tune.Callback):
             point = {k: result.get(k) for k in CURVE_KEYS}
             self.curves.setdefault(cfg.trial_id, {})[int(point["epoch"])] = point
             self._running(cfg, int(point["epoch"]), group_key(cfgs))
+            if self.tracker is not None:
+                self.tracker.epoch(cfg, point)
             return
         self._store(cfgs, cfg, trial_row(self.study, cfg, result))
 
@@ -67,6 +72,8 @@ class StoreCallback(tune.Callback):
         curve = [point for _, point in sorted(self.curves.pop(cfg.trial_id, {}).items())]
         self.store.write_trial(row, curve if row["status"] != "failed" else [])
         self.written.add(cfg.trial_id)
+        if self.tracker is not None:
+            self.tracker.stored(cfg, row, curve if row["status"] != "failed" else [])
         self.running.pop(cfg.trial_id, None)
         self.store.write_running(self.running)
         if all(c.trial_id in self.written for c in cfgs):

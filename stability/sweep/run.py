@@ -103,8 +103,9 @@ def remove_stale_tune_folders(parent: str | None = None) -> list[str]:
 
 
 def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, progress, verbose: bool,
-               teachers: dict[str, bytes], on_changed: Callable[[], None] | None = None) -> None:
-    """The trials under Ray Tune; `on_changed` (the live report) hears of each stored row."""
+               teachers: dict[str, bytes], on_changed: Callable[[], None] | None = None, mlflow: str | None = None) -> None:
+    """The trials under Ray Tune; `on_changed` (the live report) hears of each stored row; with `mlflow`
+    (a tracking URI) the driver logs each trial as an MLflow run (stability.sweep.tracking)."""
     from ray import tune
 
     from stability.sweep.callbacks import ProgressCallback, StoreCallback
@@ -131,7 +132,13 @@ def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, pr
         trainable = tune.with_resources(run_in_tune, {"cpu": resources["cpus_per_worker"], "gpu": resources["gpus_per_worker"]})
     else:  # the trial process only drives a TorchTrainer; its workers hold the resources
         trainable = tune.with_resources(run_in_tune, {"cpu": TRIAL_DRIVER_CPUS})
-    stored = StoreCallback(spec.name, store, groups, progress.finished, on_changed)
+    tracker = None
+    if mlflow:
+        from stability.sweep.tracking import LiveTracker
+
+        tracker = LiveTracker(mlflow, spec.name, lambda text: progress.console.print(text, markup=False, highlight=False))
+        tracker.start()
+    stored = StoreCallback(spec.name, store, groups, progress.finished, on_changed, tracker)
     with tune_folder() as tune_dir:
         param_space = {
             "group": tune.grid_search([{"index": i, "size": len(group)} for i, group in enumerate(groups)]),
@@ -154,3 +161,5 @@ def run_trials(spec: StudySpec, resources: dict[str, Any], todo: list, store, pr
         finally:
             with contextlib.suppress(OSError):  # advisory; never in the way of the run's own outcome
                 stored.stopped()
+            if tracker is not None:
+                tracker.close(store.root, all(cfg.trial_id in stored.written for cfg in todo))
