@@ -112,6 +112,38 @@ def test_report_to_an_unreachable_server_is_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: --to-mlflow http://127.0.0.1:") and "Traceback" not in out.stderr
 
 
+def test_a_resumed_sweep_reopens_its_runs_and_logs_each_epoch_once(tmp_path):
+    """The driver's tracker as the store callback drives it: a copy Tune pickles sends nothing, a
+    later sweep (a resume) finds the trial's run again, and an epoch a retry repeats is logged once."""
+    import pickle
+
+    from stability.sweep.tracking import LiveTracker
+
+    cfg = plan_trials(load_spec(TINY))[0]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    said: list[str] = []
+    points = [{"epoch": e, "train_loss": 2.0 / e, "top1_err": 60.0 / e, "lr": 1e-3 * e, "elapsed_s": e} for e in (1, 2)]
+    first = LiveTracker(uri, "tiny", said.append)
+    first.start()
+    first.epoch(cfg, points[0])
+    pickle.loads(pickle.dumps(first)).epoch(cfg, points[1])  # inert: nothing sent
+    first.close(tmp_path, complete=False)  # the sweep was stopped
+    assert runs_of(uri, "tiny")[1][cfg.trial_id].info.status == "KILLED"
+    again = LiveTracker(uri, "tiny", said.append)
+    again.start()
+    again.epoch(cfg, points[0])  # the retry repeats epoch 1
+    again.epoch(cfg, points[1])
+    row = {"status": "ok", "point": cfg.point, "repeat": cfg.repeat, "error": ""}
+    again.stored(cfg, row, points)
+    assert said == []
+    parent, children = runs_of(uri, "tiny")
+    run = children[cfg.trial_id]
+    assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
+    assert run.data.params == trial_params(cfg)
+    assert [(s, v) for s, v, _ in history(uri, run, "top1_err")] == [(1, 60.0), (2, 30.0)]
+    assert parent.info.status == "RUNNING"  # until the sweep ends
+
+
 @pytest.mark.ray
 def test_sweep_logs_each_trial_live_from_the_driver(ray_cluster, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -23,7 +23,7 @@ class LiveTracker:
         self.say = say
         self.runs = None  # stability.tracking.runs.StudyRuns once reached
         self.off = False  # a failure was said: nothing more is sent
-        self.touched: set[str] = set()  # trials whose run this sweep opened
+        self.touched: set[str] = set()  # trials whose run this sweep opened or reopened
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its callbacks with the run's config; a copy is inert."""
@@ -55,9 +55,12 @@ class LiveTracker:
         from stability.tracking.export import run_name
         from stability.tracking.runs import trial_params
 
+        if cfg.trial_id in self.touched:  # opened (or found and reopened) by this sweep already
+            return self.runs.trials[cfg.trial_id]
+        run = self.runs.trial(cfg.trial_id, run_name(cfg.model, cfg.optimizer, cfg.trial_id), trial_params(cfg),
+                              {"point": cfg.point, "repeat": cfg.repeat})
         self.touched.add(cfg.trial_id)
-        return self.runs.trial(cfg.trial_id, run_name(cfg.model, cfg.optimizer, cfg.trial_id), trial_params(cfg),
-                               {"point": cfg.point, "repeat": cfg.repeat})
+        return run
 
     def epoch(self, cfg, point: dict[str, Any]) -> None:
         """A trial reported epoch `point` (epoch, train_loss, top1_err, lr, ...)."""
