@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.bands import CONTINUOUS as LD, METHOD_NAMES, SAMPLES_PER_K, TIES, tuning_curve
+from analysis.bands import CONTINUOUS as LD, SAMPLES_PER_K, TIES, tuning_curve
 from analysis.bands import edf_band as exact_edf_band
 from analysis.best_of_k import ESTIMATORS, LOW_VARIANCE, UNBIASED, expected_best_with_replacement
 from analysis.edf import delta_to_best, edf, edf_band, edf_grid, normalized_weights
@@ -31,6 +31,7 @@ from analysis.stats import (
 )
 
 LR_WD = "lr*wd"
+EXPECTED_BEST = "expected best, unbiased (Tang et al. 2020)"  # the legend entry of the dashed lines
 PARAM_TITLES = {"lr": "learning rate", "weight_decay": "weight decay", LR_WD: "lr x weight decay"}
 
 
@@ -176,11 +177,11 @@ def band_words(methods: dict[str, str | None]) -> str:
     """How the exact bands of these arms were made (`analysis.bands`), in a line."""
     if not methods:
         return ""
-    why = {TIES: " (tied errors)", LD: ""}
-    used = [f"{METHOD_NAMES[m]} for {sum(v == m for v in methods.values())} of {len(methods)}{why[m]}"
+    name = {TIES: "DKW", LD: "Learned-Miller-DeStefano"}
+    used = [f"{name[m]} for {sum(v == m for v in methods.values())} of {len(methods)}{' (tied errors)' * (m == TIES)}"
             for m in (TIES, LD) if m in methods.values()]
     none = sum(v is None for v in methods.values())
-    return ("bands: simultaneous 95% (Lourie et al. 2024, opda): " + "; ".join(used)
+    return ("simultaneous 95% bands (Lourie et al. 2024, opda)\n" + "; ".join(used)
             + (f"; {none} with fewer than 2 trials have none" if none else ""))
 
 
@@ -219,19 +220,21 @@ def tuning_curve_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, spli
         ks = np.asarray(curve["k"], dtype=float)
         methods[arm], informative[arm] = curve["method"], (curve["informative_k"], len(errors))
         line = Line(arm, arm, ks, np.asarray(curve["median"], dtype=float))
-        if curve["method"]:
-            line.band_x, line.lo, line.hi = ks, np.asarray(curve["lower"]), np.asarray(curve["upper"])
+        shown = curve["informative_k"] or 0  # beyond it the band reaches 0 or 100%: drawn where it says something
+        if curve["method"] and shown:
+            line.band_x, line.lo, line.hi = ks[:shown], np.asarray(curve["lower"])[:shown], \
+                np.asarray(curve["upper"])[:shown]
         lines.append(line)
         mean = expected_best(errors, ks.astype(int))
         lines.append(Line(arm, f"{arm}, expected best ({UNBIASED})", ks, np.array([mean[int(k)] for k in ks]),
-                          dash="dash", group=f"expected best, {ESTIMATORS[UNBIASED]}"))
+                          dash="dash", group=EXPECTED_BEST))
         if low_variance:
             low = expected_best_with_replacement(errors, ks.astype(int))
             lines.append(Line(arm, f"{arm}, {ESTIMATORS[LOW_VARIANCE]}", ks, np.array([low[int(k)] for k in ks]),
                               dash="dot", group=ESTIMATORS[LOW_VARIANCE], hidden=True))
-    subtitle = "solid: median best error of k trials, " + band_words(methods).removeprefix("bands: ") + \
-        "\n" + informative_words(informative) + "\ndashed: expected best of k, unbiased estimator" + (
-            "; dotted: lower-variance estimator (Dodge et al. 2021), from its legend entry" if low_variance else "")
+    subtitle = "solid: median best error of k trials, simultaneous 95% band (Lourie et al. 2024)\n" + \
+        informative_words(informative) + "\ndashed: expected best of k (unbiased)" + (
+            "; dotted: lower-variance (Dodge et al. 2021), from its legend entry" if low_variance else "")
     return LinesData(f"Tuning curves: {optimizer}, {epochs} epochs", "trials k",
                      "best top-1 error after k trials (%)", lines, x_log=True, subtitle=subtitle)
 
@@ -245,8 +248,7 @@ def informative_words(informative: dict[str, tuple[int | None, int]]) -> str:
     span = f"{min(ks)}" if min(ks) == max(ks) else f"{min(ks)}-{max(ks)}"
     rule = f"{min(ns) / SAMPLES_PER_K:.0f}" if min(ns) == max(ns) else \
         f"{min(ns) / SAMPLES_PER_K:.0f}-{max(ns) / SAMPLES_PER_K:.0f}"
-    return (f"the band stays inside 0-100% up to k = {span} here; Lourie et al.'s rule: about n / 6.25 = {rule} "
-            "at 80% confidence")
+    return f"band drawn up to k = {span}, inside 0-100% (rule of thumb: n / 6.25 = {rule} at 80%)"
 
 
 def hparam_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, params: Sequence[str] = ("lr", "weight_decay", LR_WD),

@@ -125,9 +125,11 @@ def layout(fig: go.Figure, title: str, *, rows: int = 1, cols: int = 1, legend: 
     top = 50 + (17 * (subtitle.count("\n") + 1) + 3 if subtitle else 0) + (20 if titled or any(facets) else 0)
     bottom = 56 + legend_px
     plot_px = rows * PANEL + (rows - 1) * GAP if plot_px is None else plot_px
-    fig.update_layout(
-        title={"text": esc(title), "font": {"size": 15}, "subtitle": {"text": esc(subtitle), "font": {"size": 11.5}}},
-        template="plotly_white", height=plot_px + top + bottom, margin={"l": 60, "r": 20, "t": top, "b": bottom},
+    height = plot_px + top + bottom
+    fig.update_layout(  # the title block hangs from the top, so its subtitle lines never reach the panel titles
+        title={"text": esc(title), "font": {"size": 15}, "subtitle": {"text": esc(subtitle), "font": {"size": 11.5}},
+               "yref": "container", "y": 1 - 12 / height, "yanchor": "top"},
+        template="plotly_white", height=height, margin={"l": 60, "r": 20, "t": top, "b": bottom},
         hovermode="closest", meta={"facets": list(facets)},
         legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0, "x": 0, "xanchor": "left",
                 "font": {"size": 11.5}, **per_facet},

@@ -156,7 +156,8 @@ VERDICT_NOTE = ("Paired over the sampled points (every model saw the same ones):
                 "signed-rank test on the per-point differences, its p-values Holm-adjusted over every verdict of the "
                 "study (the chance of any false verdict stays under 5%). A verdict needs both: the interval clear of "
                 "0.5 and the adjusted p < 0.05. A clause names the model less sensitive to its learning rate when "
-                "the two lr sensitivities' intervals do not overlap.")
+                "the two lr sensitivities' intervals do not overlap. From 4 models on, one matrix per optimizer and "
+                "budget shows every pair at once, the sentences folded below.")
 
 
 def verdict_section(verdicts: Sequence[dict[str, Any]], edges: Sequence[dict[str, Any]] = (),
