@@ -70,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from stability.sampling import plan_trials
     from stability.spec import load_spec
-    from stability.sweep.estimate import CLUSTER_FIXED_S, estimate, per_process, processes
+    from stability.sweep.estimate import (
+        CLUSTER_FIXED_S,
+        estimate,
+        per_process,
+        processes,
+    )
 
     spec = load_spec(args.study)
     groups = processes(spec, plan_trials(spec))

@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 import ray
 import yaml
-
 from conftest import REPO
+
 from stability.sampling import plan_trials
 from stability.spec import load_spec
 from stability.sweep.__main__ import parse_args

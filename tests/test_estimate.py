@@ -4,22 +4,27 @@ calibration (reused, never redone), in a dry run (keys, nothing written, no Ray)
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-import yaml
-
 from conftest import TESTS, run_cli
+
 from stability.results.store import ResultsStore
 from stability.sampling import plan_trials
-from stability.spec import load_spec, parse_spec
+from stability.spec import load_spec
 from stability.sweep.__main__ import main as sweep_main
-from stability.sweep.estimate import Estimate, makespan, processes, shape_key, slots
-from stability.sweep.estimate import SWEEP_FIXED_S
+from stability.sweep.estimate import (
+    SWEEP_FIXED_S,
+    Estimate,
+    makespan,
+    processes,
+    shape_key,
+    slots,
+)
 from stability.sweep.figures import CACHE_DIR
 from stability.sweep.progress import SweepProgress
 
@@ -63,7 +68,7 @@ def test_the_estimate_from_an_earlier_study_is_the_arithmetic_on_its_curves(tmp_
     earlier = plan_trials(load_spec(TINY, ["name=earlier"]))
     for cfg in earlier:
         *elapsed, wall = measured[cfg.trial_id]
-        epoch_s = statistics.median([b - a for a, b in zip(elapsed, elapsed[1:])])
+        epoch_s = statistics.median([b - a for a, b in itertools.pairwise(elapsed)])
         by_shape.setdefault(shape_key(cfg, 1), []).append((epoch_s, wall - len(elapsed) * epoch_s))
     durations = []
     for cfg in plan:

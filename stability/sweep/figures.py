@@ -20,6 +20,7 @@ never inside a study folder, so dry runs and refused runs leave every study fold
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import os
 import statistics
@@ -92,7 +93,7 @@ def curve_figures(folder, source: str) -> tuple[dict[str, Figure], set[str]]:
             elapsed = by_trial.get(tid) or []
             if not elapsed:
                 continue
-            steps = [b - a for a, b in zip(elapsed, elapsed[1:])]
+            steps = [b - a for a, b in itertools.pairwise(elapsed)]
             epoch_s = statistics.median(steps) if steps else elapsed[0]
             epochs.append(epoch_s)
             overheads.append(max(0.0, wall - len(elapsed) * epoch_s))
@@ -316,6 +317,6 @@ def estimate_line(result: Estimate) -> str:
     from stability.sweep.progress import format_duration
 
     if result.wall_s is None:
-        return f"estimate: {result.basis}"
+        return result.basis  # "no estimate: <why>"
     hours = f"{result.accelerator_hours:.2f} GPU-hours" if result.details.get("accelerator") == "GPU" else "no GPU"
     return f"estimate: {format_duration(result.wall_s)} wall, {hours} ({result.basis})"
