@@ -182,3 +182,10 @@ def test_a_data_parallel_trial_is_calibrated_as_one_worker_with_its_share_of_the
     assert 2 * alone["steps_per_epoch"] <= shared["steps_per_epoch"] <= 2 * alone["steps_per_epoch"] + 1
     assert shared["epoch_s"] == pytest.approx(shared["steps_per_epoch"] * shared["step_s"] / 2
                                               + shared["val_batches"] * shared["val_batch_s"])
+
+
+def test_curves_of_other_shapes_are_no_figure(tmp_path, capsys):
+    storage = tmp_path / "runs"
+    write_earlier_study(storage, "bigger_batch", ("train.batch_size=32",))  # the same models, another recipe
+    est = dry_estimate(capsys, "--storage", str(storage))["estimate"]
+    assert est["wall_s"] is None and "batch 64" in est["basis"]

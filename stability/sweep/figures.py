@@ -3,7 +3,8 @@
 Figures per shape (`estimate.shape_key`: model, data, recipe, trials fused), first found first taken:
 
 1. the study's own curves (a resumed or extended study): what its finished trials measured;
-2. the curves of an earlier study in the same storage root that trained the same shape: each
+2. the curves of an earlier study in the same storage root that trained the same shape (only the
+   studies whose study.yaml names one of the models and the dataset are read): each
    trial's `elapsed_s` per epoch in `curves.parquet` (the median step between epochs is the epoch,
    the first epoch's excess and the time after the last epoch the overhead; a fused group's members
    share their group's clock, so their figure is the group's);
@@ -172,11 +173,25 @@ def gather(spec: StudySpec, storage_root, study_root, kind: str, threads: int | 
     """Every figure available without running anything, and the ids of the study's finished trials."""
     figures = read_cache(storage_root, kind, threads)
     for folder in reversed(study_folders(storage_root)):
-        if str(folder) != str(study_root):
+        if str(folder) != str(study_root) and _may_share_shapes(folder, spec):
             figures.update(curve_figures(folder, "curves")[0])
     own, finished = curve_figures(study_root, "this study") if study_root.exists() else ({}, set())
     figures.update(own)
     return figures, finished
+
+
+def _may_share_shapes(folder, spec: StudySpec) -> bool:
+    """Whether the study in `folder` trained a model of `spec` on its dataset (its study.yaml says;
+    reading only that keeps a storage of many studies from costing every dry run all their curves)."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((folder / "study.yaml").read_text())["spec"]
+        names = {m if isinstance(m, str) else m.get("name") for m in saved.get("models", [])}
+        dataset = saved.get("dataset") or {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+        return False
+    return bool(names & {entry.name for entry in spec.model_entries()}) and dataset.get("name") == spec.dataset.name
 
 
 def local_gpus() -> int:
