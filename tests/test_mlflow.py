@@ -6,6 +6,7 @@ from a real SQLite tracking store."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -26,9 +27,14 @@ TINY = str(TESTS / "data" / "tiny.yaml")
 SMALL = ["--set", "models=[vit_c_tiny]", "--set", "samples=1", "--set", "epochs=2"]  # 2 trials (adamw, sgd), 2 epochs
 
 
+@functools.lru_cache(maxsize=None)
+def client_of(uri: str) -> MlflowClient:
+    return MlflowClient(uri)
+
+
 def runs_of(uri: str, study: str) -> tuple[object, dict[str, object]]:
     """The study's parent run and its child runs by trial id (each trial id once)."""
-    client = MlflowClient(uri)
+    client = client_of(uri)
     experiment = client.get_experiment_by_name(study)
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id], max_results=10_000)
@@ -42,7 +48,7 @@ def runs_of(uri: str, study: str) -> tuple[object, dict[str, object]]:
 
 
 def history(uri: str, run, key: str) -> list[tuple[int, float, int]]:
-    return sorted((m.step, m.value, m.timestamp) for m in MlflowClient(uri).get_metric_history(run.info.run_id, key))
+    return sorted((m.step, m.value, m.timestamp) for m in client_of(uri).get_metric_history(run.info.run_id, key))
 
 
 def assert_matches_results(uri: str, root, study: str) -> dict[str, object]:
