@@ -63,7 +63,7 @@ class TrialCheckpoint:
     policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
     last_saved: float = field(default_factory=time.monotonic)
     owner: dict[str, Any] | None = None
-    ignored: str | None = None  # why the state found here is not used (None: used, or none found)
+    ignored: str | None = None  # why the state found here is not used; "" once this run saved its own
 
     def __post_init__(self) -> None:
         self.folder = location(self.folder)
@@ -83,16 +83,17 @@ class TrialCheckpoint:
     def save(self, state: dict[str, Any]) -> None:
         buffer = io.BytesIO()
         torch.save({"format": STATE_FORMAT, "owner": self.owner, **state}, buffer)
-        if self.owner is not None:  # first: a state file is never left beside another trial's owner record
+        if self.owner is not None and self.ignored != "":  # once per run (one PUT less per save on a store), and
+            # before the state: this trial's state is never left beside another trial's owner record
             atomic_write_bytes(self.folder / OWNER_FILE, json.dumps(self.owner).encode())
         atomic_write_bytes(self.path, buffer.getvalue())
         self.last_saved = time.monotonic()
-        self.ignored = None
+        self.ignored = ""  # the state here is this trial's own now
 
     def load(self) -> dict[str, Any] | None:
         """The saved state of this checkpoint's owner, or None when there is none. Read with
         `weights_only=True`: tensors and plain containers only, no code runs."""
-        if self.ignored is not None:
+        if self.ignored:
             return None
         try:
             source = io.BytesIO(self.path.read_bytes()) if isinstance(self.path, ObjectPath) else self.path
@@ -108,7 +109,7 @@ class TrialCheckpoint:
 
     def refuse(self, why: str) -> None:
         """Count the state here as none from now on (until this trial saves its own), said once on stderr."""
-        if self.ignored is None:
+        if not self.ignored:
             print(f"checkpoint {self.path}: {why}; ignored, the trial starts over", file=sys.stderr, flush=True)
         self.ignored = why
 
