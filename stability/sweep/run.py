@@ -72,7 +72,8 @@ def tune_folder() -> tempfile.TemporaryDirectory:
 
     remove_stale_tune_folders()
     pid = os.getpid()
-    return tempfile.TemporaryDirectory(prefix=f"{TUNE_FOLDER_PREFIX}{pid}-{process_start(pid) or 0}-{_pid_space()}-")
+    return tempfile.TemporaryDirectory(prefix=f"{TUNE_FOLDER_PREFIX}{pid}-{process_start(pid) or 0}-{_pid_space()}-",
+                                       ignore_cleanup_errors=True)  # one left behind goes at the next start
 
 
 def _pid_space() -> str:
