@@ -1,4 +1,4 @@
-"""`python -m benchmarks {gpu,overhead,fused,orchestration,fused_sweep,cifar_projection,compaction,all}`: benchmarks, each a ratio against a baseline.
+"""`python -m benchmarks {gpu,overhead,fused,orchestration,fused_sweep,cifar_projection,compaction,input,all}`: benchmarks, each a ratio against a baseline.
 
 gpu            the trial engine vs a plain PyTorch loop: images/s and MFU per model (CUDA; --device cpu smoke-tests it)
 overhead       per-trial overhead, sweep vs a loop of stability.train (benchmarks.trial_overhead; needs Ray)
@@ -7,9 +7,10 @@ orchestration  sweep wall time vs the trials' own work, 1-minute trials (benchma
 fused_sweep    whole sweeps with resources.fused_trials vs one trial per process (benchmarks.fused_sweep; needs Ray)
 cifar_projection  CIFAR-10-shaped fused epochs of cifar10_lr_wd's models, projected to the study (benchmarks.cifar_projection)
 compaction     reading a 10,000-trial study before and after `stability.results compact`, local and S3 (benchmarks.compaction)
+input          images/s per CPU core: imagefolder, decode once per fused group, shards; cores per H200 (benchmarks.input_pipeline)
 all            each of the above that can run here, then a table of their ratios
 
-Arguments after `overhead`, `fused`, `orchestration`, `fused_sweep`, `cifar_projection` or `compaction` go to that benchmark's module
+Arguments after `overhead`, `fused`, `orchestration`, `fused_sweep`, `cifar_projection`, `compaction` or `input` go to that benchmark's module
 (e.g. `overhead --trials 4`; `python -m benchmarks fused --help` shows its options).
 """
 

@@ -18,6 +18,7 @@ SCRIPTS = {
     "fused_sweep": ("benchmarks.fused_sweep", ("ray",)),  # whole sweeps: fused_trials=K vs one trial per process
     "cifar_projection": ("benchmarks.cifar_projection", ()),  # CIFAR-10-shaped fused epochs -> cifar10_lr_wd's cost
     "compaction": ("benchmarks.compaction", ()),  # reading a 10,000-trial study before and after compaction
+    "input": ("benchmarks.input_pipeline", ()),  # images/s per CPU core: imagefolder, decode once per group, shards
 }
 RATIO_LINE = re.compile(r"^\s*ratio\b.*", re.IGNORECASE | re.MULTILINE)
 

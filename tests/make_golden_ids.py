@@ -24,6 +24,9 @@ CASES = [(name, []) for name in builtin_names()] + [
                  "epochs=15"]),
     ("default", ["epochs=[5,10]", "sampler=random", "seed=3", "train.patch_losses.cosine={uniform: [0.0, 1.0]}",
                  "repeats=1"]),
+    # data_order (added 2026-12-07) leaves every plan above as it was (default: trial); `repeat` gives the
+    # trials a data_seed, which enters their ids: this case pins those ids (a case added, none changed)
+    ("default", ["data_order=repeat"]),
 ]
 OUT = Path(__file__).resolve().parent / "data" / "golden_plan_ids.json"
 

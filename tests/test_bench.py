@@ -89,7 +89,7 @@ def test_each_benchmark_runs_by_module_name(name, tmp_path):
 @pytest.fixture
 def stand_ins(tmp_path, monkeypatch):
     """`overhead` runs a stand-in module that prints its arguments and a ratio; `fused` needs a package that
-    is not installed and `orchestration`, `fused_sweep`, `cifar_projection` and `compaction` name modules that are not there
+    is not installed and `orchestration`, `fused_sweep`, `cifar_projection`, `compaction` and `input` name modules that are not there
     (nothing starts Ray or trains)."""
     (tmp_path / "overhead_stand_in.py").write_text("import sys\nprint('args', sys.argv[1:])\nprint('ratio a / b: 0.50')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -100,6 +100,7 @@ def stand_ins(tmp_path, monkeypatch):
     monkeypatch.setitem(runner.SCRIPTS, "fused_sweep", ("no_such_package.fused_sweep", ()))
     monkeypatch.setitem(runner.SCRIPTS, "cifar_projection", ("benchmarks.no_such_projection", ()))
     monkeypatch.setitem(runner.SCRIPTS, "compaction", ("benchmarks.no_such_compaction", ()))
+    monkeypatch.setitem(runner.SCRIPTS, "input", ("benchmarks.no_such_input_pipeline", ()))
     return tmp_path
 
 
@@ -123,7 +124,7 @@ def test_all_runs_each_benchmark_and_tabulates_ratios(stand_ins, capsys):
     assert "gpu engine/plain images/s, vit_p_tiny" in summary
     assert "ratio a / b: 0.50" in summary
     assert "skipped: fused" in summary and "skipped: orchestration" in summary and "skipped: fused_sweep" in summary
-    assert "skipped: cifar_projection" in summary and "skipped: compaction" in summary
+    assert "skipped: cifar_projection" in summary and "skipped: compaction" in summary and "skipped: input" in summary
 
 
 def test_synthetic_dataset_on_the_device():

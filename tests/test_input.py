@@ -148,8 +148,8 @@ def test_device_augmentation_is_a_seeded_random_resized_crop_and_flip(folders):
     from torchvision.transforms import RandomResizedCrop
 
     theirs = torch.tensor([(lambda i, j, h, w: h * w / 200**2)(*RandomResizedCrop.get_params(
-        torch.zeros(3, 200, 200), (0.08, 1.0), (3 / 4, 4 / 3))) for _ in range(20000)])
-    assert float(area.mean()) == pytest.approx(float(theirs.mean()), abs=0.01)
+        torch.zeros(3, 200, 200), (0.08, 1.0), (3 / 4, 4 / 3))) for _ in range(2000)])
+    assert float(area.mean()) == pytest.approx(float(theirs.mean()), abs=0.03)  # about 3.5 standard errors
     assert aspect.min() >= 3 / 4 - 1e-5 and aspect.max() <= 4 / 3 + 1e-5
     x = torch.rand(3, 3, 10, 10)
     whole = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand(3, 4)
