@@ -168,12 +168,13 @@ def test_tune_folders_of_ended_sweeps_are_removed_at_the_next_start(tmp_path, mo
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     live = tune_folder()  # this process's: kept
     space = os.path.basename(live.name).split("-")[4]
-    dead = tempfile.mkdtemp(prefix=f"stability-tune-999999999-12-{space}-")  # a PID no process has
+    dead = tempfile.mkdtemp(prefix=f"stability-tune-999999999-1796649563.92-{space}-")  # a PID no process has
     reused = tempfile.mkdtemp(prefix=f"stability-tune-{os.getpid()}-1-{space}-")  # this PID, another start
     elsewhere = tempfile.mkdtemp(prefix=f"stability-tune-999999999-12-{space}9-")  # another PID namespace
     foreign = tempfile.mkdtemp(prefix="stability-tune-")  # not named by this version
     try:
         assert sorted(remove_stale_tune_folders()) == sorted([dead, reused])
+        assert remove_stale_tune_folders() == []  # the live one is recognised as live
         assert all(os.path.isdir(p) for p in (live.name, elsewhere, foreign))
     finally:
         live.cleanup()

@@ -95,7 +95,8 @@ def remove_stale_tune_folders(parent: str | None = None) -> list[str]:
         return removed
     for folder in Path(parent or tempfile.gettempdir()).glob(f"{TUNE_FOLDER_PREFIX}*-*-*-*"):
         pid, start, space = folder.name[len(TUNE_FOLDER_PREFIX):].split("-")[:3]
-        if not (pid.isdigit() and start.isdigit()) or space != _pid_space() or folder.is_symlink() or not folder.is_dir():
+        if not (pid.isdigit() and start.replace(".", "", 1).isdigit()) or space != _pid_space() or folder.is_symlink() \
+                or not folder.is_dir():
             continue
         if process_start(int(pid)) != start:  # None: the process is gone
             shutil.rmtree(folder, ignore_errors=True)
