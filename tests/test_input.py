@@ -13,6 +13,11 @@ import torch
 from PIL import Image
 
 from conftest import run_cli
+
+try:  # the S3-compatible server of the object-storage tests (moto), for the shards read from a URI
+    from test_object_storage import s3  # noqa: F401
+except pytest.skip.Exception:
+    pass
 from stability.data import DatasetError, check_dataset, load_dataset
 from stability.data.prepare import prepare
 from stability.data.shards import _Split, crop_boxes, resized_crops
@@ -47,7 +52,7 @@ def folders(tmp_path_factory):
 
 
 def test_prepare_decodes_every_image_once_into_labelled_uint8_shards(folders):
-    src, shards = folders
+    _, shards = folders
     index = json.loads((shards / "index.json").read_text())
     assert index["classes"] == sorted(COLORS) and index["size"] == SIZE
     assert [s["count"] for s in index["splits"]["train"]] == [5, 5, 5, 5, 4]  # 24 images, 5 per shard
@@ -135,8 +140,7 @@ def test_a_shard_damaged_in_place_is_named_when_it_is_first_read(folders, tmp_pa
 
 def test_device_augmentation_is_a_seeded_random_resized_crop_and_flip(folders):
     data = load_dataset("shards", root=str(folders[1]), img_size=12)
-    epoch = lambda seed: list(data.train_batches(4, torch.Generator().manual_seed(seed)))  # noqa: E731
-    a, b, c = epoch(1), epoch(1), epoch(2)
+    a, b, c = (list(data.train_batches(4, torch.Generator().manual_seed(seed))) for seed in (1, 1, 2))
     assert len(a) == 6 and a[0][0].shape == (4, 3, 12, 12) and a[0][0].dtype == torch.float32
     assert all(torch.equal(x, y) and torch.equal(u, v) for (x, u), (y, v) in zip(a, b))
     assert not all(torch.equal(x, y) for (x, _), (y, _) in zip(a, c))
@@ -147,8 +151,8 @@ def test_device_augmentation_is_a_seeded_random_resized_crop_and_flip(folders):
     torch.manual_seed(0)  # the same distribution as torchvision's RandomResizedCrop draws
     from torchvision.transforms import RandomResizedCrop
 
-    theirs = torch.tensor([(lambda i, j, h, w: h * w / 200**2)(*RandomResizedCrop.get_params(
-        torch.zeros(3, 200, 200), (0.08, 1.0), (3 / 4, 4 / 3))) for _ in range(2000)])
+    draws = [RandomResizedCrop.get_params(torch.zeros(3, 200, 200), (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(2000)]
+    theirs = torch.tensor([h * w / 200**2 for _, _, h, w in draws])
     assert float(area.mean()) == pytest.approx(float(theirs.mean()), abs=0.03)  # about 3.5 standard errors
     assert aspect.min() >= 3 / 4 - 1e-5 and aspect.max() <= 4 / 3 + 1e-5
     x = torch.rand(3, 3, 10, 10)
@@ -206,3 +210,23 @@ def test_a_fused_group_with_one_data_seed_reads_each_batch_once_and_equals_its_t
         assert f["top1_err"] == a["top1_err"]
     other = run_trial(cfgs[0].model_copy(update={"data_seed": 12}), device="cpu")
     assert other["curve"][0]["train_loss"] != pytest.approx(alone[0]["curve"][0]["train_loss"], rel=1e-6)
+
+
+def test_shards_on_object_storage_read_as_the_local_ones(folders, request):
+    """Prepared straight to an S3 URI (a real S3-compatible server on localhost), then read back:
+    the same batches as the local shards; a missing object is named in one line."""
+    pytest.importorskip("moto")
+    s3 = request.getfixturevalue("s3")
+    src, local = folders
+    prefix = f"stability-test/shards-{os.getpid()}"
+    remote = f"s3://{prefix}?{s3['query']}"
+    prepare(str(src), SIZE, remote, images_per_shard=5, workers=2)
+    check_dataset("shards", remote)
+    here, there = (load_dataset("shards", root=root, img_size=8) for root in (str(local), remote))
+    for (x, y), (u, v) in zip(here.train_batches(4, torch.Generator().manual_seed(3)),
+                              there.train_batches(4, torch.Generator().manual_seed(3))):
+        assert torch.equal(x, u) and torch.equal(y, v)
+    s3["fs"].delete_file(f"{prefix}/val-00001.npy")
+    with pytest.raises(DatasetError, match=r"shard val-00001.npy is missing") as info:
+        check_dataset("shards", remote)
+    assert "\n" not in str(info.value)

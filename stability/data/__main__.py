@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from stability.data.checks import DatasetError
     from stability.data.prepare import prepare
+    from stability.data.shard_index import shown
 
     columns = (TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TextColumn("images"), TimeRemainingColumn())
     try:
@@ -62,13 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as exc:
         fail(str(exc))
     except OSError as exc:  # the output store: unreachable, refused, full
-        fail(f"prepare: cannot write {args.out}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        fail(f"prepare: cannot write {shown(args.out)}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
     except KeyboardInterrupt:
         print("interrupted; the shards written are kept: run the same command again to finish", file=sys.stderr)
         return EXIT_INTERRUPTED
     counts = {split: sum(s["count"] for s in shards) for split, shards in index["splits"].items()}
     print(f"{counts['train']:,} train and {counts['val']:,} val images of {len(index['classes'])} classes at "
-          f"{index['size']} px -> {args.out}; use dataset: {{name: shards, root: {args.out}}}")
+          f"{index['size']} px -> {shown(args.out)}; use dataset: {{name: shards, root: {shown(args.out)}}}")
     return 0
 
 

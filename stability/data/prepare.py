@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from stability.data.checks import DatasetError
-from stability.data.shard_index import FORMAT, INDEX, SPLITS, VERSION, file_sizes, shard_name, short
-from stability.results.storage import location, write_bytes
+from stability.data.shard_index import (FORMAT, INDEX, SPLITS, VERSION, file_sizes, shard_name, shards_folder, short,
+                                        shown)
+from stability.results.storage import write_bytes
 
 MIN_SIZE, MAX_SIZE = 8, 1024
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -110,7 +111,7 @@ def write_shard(job: Job, dst: str) -> dict:
     data = buffer.getvalue()
     record = {"file": job.file, "count": len(job.items), "bytes": len(data), "crc32": zlib.crc32(data),
               "labels": [y for _, y in job.items], "sources": job.sources}
-    folder = location(dst)
+    folder = shards_folder(dst)
     write_bytes(folder / job.file, data)
     write_bytes(folder / (job.file[:-4] + ".json"), json.dumps(record).encode())
     return record
@@ -122,7 +123,7 @@ def _done(job: Job, dst: str, sizes: dict[str, int]) -> dict | None:
     if record_name not in sizes or job.file not in sizes:
         return None
     try:
-        record = json.loads((location(dst) / record_name).read_text())
+        record = json.loads((shards_folder(dst) / record_name).read_text())
     except (OSError, ValueError):
         return None
     if record.get("sources") != job.sources or record.get("bytes") != sizes[job.file]:
@@ -143,9 +144,9 @@ def prepare(src: str, size: int, dst: str, *, images_per_shard: int = 1024, work
         raise DatasetError(f"prepare: --size must be an integer in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}")
     classes, splits = list_images(os.path.abspath(os.path.expanduser(src)))
     try:
-        folder = location(dst)
+        folder = shards_folder(dst)
     except (OSError, ValueError) as exc:
-        raise DatasetError(f"prepare: --out {dst}: {short(exc)}") from None
+        raise DatasetError(f"prepare: --out {shown(dst)}: {short(exc)}") from None
     if not hasattr(folder, "fs"):
         folder.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(splits, size, images_per_shard)

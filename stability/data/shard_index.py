@@ -11,12 +11,22 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from stability.data.checks import DatasetError
-from stability.results.storage import location
+from stability.results.storage import StoragePath, is_uri, location, public_uri
 
 FORMAT, VERSION = "stability-shards", 1
 INDEX = "index.json"
 SPLITS = ("train", "val")
 HOW = "write them with: python -m stability.data prepare SRC --size S --out DST"
+
+
+def shards_folder(root: str) -> StoragePath:
+    """The folder of `root`: a local path (~ expanded, made absolute) or an object store's URI."""
+    return location(root if is_uri(root) else os.path.abspath(os.path.expanduser(root)))
+
+
+def shown(root: str) -> str:
+    """`root` as messages show it (a URI without the credentials it may carry)."""
+    return public_uri(root) if is_uri(root) else root
 
 
 def shard_name(split: str, number: int) -> str:
@@ -28,19 +38,18 @@ def read_index(root: str | None) -> dict:
     if not root:
         raise DatasetError(f"shards needs dataset.root: a folder or URI of shards; {HOW}")
     try:
-        folder = location(root)
-        text = (folder / INDEX).read_text()
+        text = (shards_folder(root) / INDEX).read_text()
     except (OSError, ValueError) as exc:
-        raise DatasetError(f"shards: no readable {INDEX} under {root} ({short(exc)}); {HOW}") from None
+        raise DatasetError(f"shards: no readable {INDEX} under {shown(root)} ({short(exc)}); {HOW}") from None
     try:
         index = json.loads(text)
         ok = index.get("format") == FORMAT and all(isinstance(index["splits"][s], list) for s in SPLITS)
     except (ValueError, KeyError, TypeError, AttributeError):
         ok = False
     if not ok:
-        raise DatasetError(f"shards: {root}/{INDEX} is damaged or not a shards index; {HOW}")
+        raise DatasetError(f"shards: {shown(root)}/{INDEX} is damaged or not a shards index; {HOW}")
     if index.get("version") != VERSION:
-        raise DatasetError(f"shards: {root} is format version {index.get('version')!r}; this version reads "
+        raise DatasetError(f"shards: {shown(root)} is format version {index.get('version')!r}; this version reads "
                            f"{VERSION}; {HOW}")
     return index
 
@@ -56,21 +65,21 @@ def check_shards(root: str | None) -> dict:
     sizes = file_sizes(root)
     for split in SPLITS:
         if not index["splits"][split]:
-            raise DatasetError(f"shards: {root} holds no {split} images; {HOW}")
+            raise DatasetError(f"shards: {shown(root)} holds no {split} images; {HOW}")
         for shard in index["splits"][split]:
             size = sizes.get(shard["file"])
             if size is None:
-                raise DatasetError(f"shards: {root}: shard {shard['file']} is missing; prepare it again "
+                raise DatasetError(f"shards: {shown(root)}: shard {shard['file']} is missing; prepare it again "
                                    f"(python -m stability.data prepare writes only what is missing)")
             if size != shard["bytes"]:
-                raise DatasetError(f"shards: {root}: shard {shard['file']} is damaged ({size:,} bytes, "
+                raise DatasetError(f"shards: {shown(root)}: shard {shard['file']} is damaged ({size:,} bytes, "
                                    f"the index says {shard['bytes']:,}); prepare it again")
     return index
 
 
 def file_sizes(root: str) -> dict[str, int]:
     """Byte size of every file directly in the folder `root` (local path or URI), by name."""
-    folder = location(root)
+    folder = shards_folder(root)
     try:
         if isinstance(folder, Path):
             with os.scandir(folder) as entries:
@@ -80,4 +89,4 @@ def file_sizes(root: str) -> dict[str, int]:
     except FileNotFoundError:
         return {}
     except OSError as exc:
-        raise DatasetError(f"shards: cannot list {root} ({short(exc)})") from None
+        raise DatasetError(f"shards: cannot list {shown(root)} ({short(exc)})") from None

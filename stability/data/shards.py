@@ -24,6 +24,7 @@ import io
 import math
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,8 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stability.data.base import DatasetError, check_img_size, check_options, shard_positions, steps_per_epoch
-from stability.data.shard_index import HOW, check_shards, short
-from stability.results.storage import location
+from stability.data.shard_index import HOW, check_shards, shards_folder, short, shown
 
 DEFAULT_IMG_SIZE = 224
 MIN_IMG_SIZE, MAX_IMG_SIZE = 8, 1024
@@ -72,10 +72,10 @@ class _Split:
 
 def _open_shard(root: str, shard: dict, size: int) -> np.ndarray:
     """A shard's images, checked against its CRC-32 and shape; memory-mapped when local."""
-    path = location(root) / shard["file"]
-    name = f"shards: {root}: shard {shard['file']}"
+    path = shards_folder(root) / shard["file"]
+    name = f"shards: {shown(root)}: shard {shard['file']}"
     try:
-        if hasattr(path, "stat"):  # a local file: mapped, its pages read by the OS as they are used
+        if isinstance(path, Path):  # a local file: mapped, its pages read by the OS as they are used
             array = np.load(path, mmap_mode="r")
             crc = _crc32_file(path)
         else:
@@ -147,7 +147,7 @@ class ShardDataset:
         self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
 
     def __repr__(self) -> str:
-        return (f"ShardDataset({self.root!r}, img_size={self.img_size}, stored={self.stored_size}, "
+        return (f"ShardDataset({shown(self.root)!r}, img_size={self.img_size}, stored={self.stored_size}, "
                 f"classes={self.num_classes}, train={self.train_size}, val={self.val_size}, device={self.device})")
 
     def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
