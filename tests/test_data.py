@@ -54,7 +54,7 @@ def assert_one_line_naming(exc: pytest.ExceptionInfo, *needles: str) -> None:
 
 
 def test_list_datasets():
-    assert list_datasets() == ["cifar10", "cifar100", "digits", "imagefolder", "synthetic"]
+    assert list_datasets() == ["cifar10", "cifar100", "digits", "imagefolder", "shards", "synthetic"]
 
 
 def test_unknown_dataset_lists_choices():
