@@ -232,8 +232,10 @@ def tuning_curve_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, spli
             low = expected_best_with_replacement(errors, ks.astype(int))
             lines.append(Line(arm, f"{arm}, {ESTIMATORS[LOW_VARIANCE]}", ks, np.array([low[int(k)] for k in ks]),
                               dash="dot", group=ESTIMATORS[LOW_VARIANCE], hidden=True))
+    none = sum(m is None for m in methods.values())
     subtitle = "solid: median best error of k trials, simultaneous 95% band (Lourie et al. 2024)\n" + \
-        informative_words(informative) + "\ndashed: expected best of k (unbiased)" + (
+        informative_words(informative) + (f"; {none} with fewer than 2 trials have none" if none else "") + \
+        "\ndashed: expected best of k (unbiased)" + (
             "; dotted: lower-variance (Dodge et al. 2021), from its legend entry" if low_variance else "")
     return LinesData(f"Tuning curves: {optimizer}, {epochs} epochs", "trials k",
                      "best top-1 error after k trials (%)", lines, x_log=True, subtitle=subtitle)
@@ -241,10 +243,12 @@ def tuning_curve_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, spli
 
 def informative_words(informative: dict[str, tuple[int | None, int]]) -> str:
     """For which k the bands say something: (informative_k, n) per arm."""
-    ks = [k or 0 for k, _ in informative.values()]
-    ns = [n for _, n in informative.values()]
+    ks = [k or 0 for k, n in informative.values() if n >= 2]
+    ns = [n for _, n in informative.values() if n >= 2]
     if not ks:
         return ""
+    if max(ks) == 0:
+        return "no band drawn: with this few trials it spans 0-100% at every k"
     span = f"{min(ks)}" if min(ks) == max(ks) else f"{min(ks)}-{max(ks)}"
     rule = f"{min(ns) / SAMPLES_PER_K:.0f}" if min(ns) == max(ns) else \
         f"{min(ns) / SAMPLES_PER_K:.0f}-{max(ns) / SAMPLES_PER_K:.0f}"

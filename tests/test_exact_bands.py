@@ -64,3 +64,7 @@ def test_a_group_too_small_for_a_band_says_so():
     assert bands["two"]["method"] == "ld_equal_tailed" and "note" not in curves["two"]
     edf = an.edf_data(frame, "adamw", 5)
     assert [line.lo is None for line in edf.lines] == [True, False] and "1 with fewer than 2 trials" in edf.subtitle
+    curve = an.tuning_curve_data(frame, "adamw", 5)
+    medians = [line for line in curve.lines if not line.group]
+    assert [line.lo is None for line in medians] == [True, True]  # two trials: a band, but it says nothing yet
+    assert "1 with fewer than 2 trials have none" in curve.subtitle

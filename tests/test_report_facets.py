@@ -93,6 +93,11 @@ def test_the_summary_table_lists_models_panel_by_panel(paper):
     assert sorted(models) == sorted(MODELS)
     assert [set(models[0:3]), set(models[3:6]), set(models[6:9])] == panels  # 1gf, 4gf, 18gf: not 18gf first
     assert models[6:9] == ["regnety_16gf", "vit_c_18gf", "vit_p_18gf"]  # within a panel: by family
+    column = [title for title, _ in summary.columns].index("lr sensitivity")
+    found = {(r["model"], r["optimizer"]): r for r in paper.data["lr_sensitivity"]}
+    for row in summary.rows:
+        s = found[row[0].text, row[1].text]
+        assert row[column].text == f"{s['value']:.2f}" and row[column].sub == f"[{s['ci'][0]:.2f}, {s['ci'][1]:.2f}]"
 
 
 def test_one_legend_below_each_figure_with_every_model_once(paper):
