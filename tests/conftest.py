@@ -147,3 +147,49 @@ def wait_for(predicate, timeout: float, every: float = 0.5) -> bool:
             return True
         time.sleep(every)
     return False
+
+
+
+@pytest.fixture
+def sweep(ray_cluster, monkeypatch):
+    """`python -m stability.sweep ARGS --address <the shared cluster>` run in this process (no new
+    interpreter, no second import of torch and Ray); returns its exit code, stdout and stderr as
+    `run_cli` does. For runs that need no process of their own (one that is killed needs one)."""
+    return lambda *args: sweep_in_process(ray_cluster, monkeypatch, args)
+
+
+def sweep_in_process(cluster: dict, monkeypatch, args) -> subprocess.CompletedProcess:
+    import contextlib
+    import io
+
+    import ray
+
+    from stability.sweep.__main__ import main as sweep_main
+
+    for name in ("RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        monkeypatch.setenv(name, cluster["env"][name])
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")  # Ray's C++ side read RAY_AUTH_MODE and the token once per process: read them again
+    AuthenticationTokenLoader.instance().reset_cache()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = sweep_main([*map(str, args), "--address", cluster["address"]])
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        ray.shutdown()
+    return subprocess.CompletedProcess(["stability.sweep", *args], code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def tiny_study(ray_cluster, tmp_path_factory):
+    """The finished tiny study (tests/data/tiny.yaml: 8 two-epoch trials on digits), swept once per test
+    run on the shared cluster and shared by the tests that read it; a test that changes it copies it.
+    Yields the study folder, its storage and the sweep's stderr."""
+    storage = tmp_path_factory.mktemp("shared") / "runs"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        out = sweep_in_process(ray_cluster, monkeypatch, [TESTS / "data" / "tiny.yaml", "--storage", storage])
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {"study": storage / "tiny", "storage": storage, "stderr": out.stderr}

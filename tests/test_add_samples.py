@@ -8,7 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import TESTS, run_cli
+from conftest import TESTS
+from stability.results.__main__ import main as results_main
 from stability.results.store import ResultsStore
 from stability.sampling import plan_trials
 from stability.spec import load_spec
@@ -50,14 +51,16 @@ def test_grid_studies_and_missing_studies_are_refused(overrides, fragment, tmp_p
 
 
 @pytest.mark.ray
-def test_only_the_new_trials_run_and_the_old_ones_keep_their_rows(ray_cluster, tmp_path):
-    common = ["--address", ray_cluster["address"], "--storage", str(tmp_path), "--set", "name=grow",
-              "--set", "epochs=1", "--set", "models=[vit_p_tiny]"]
-    first = run_cli("stability.sweep", TINY, *common, "--set", "samples=1", env=ray_cluster["env"])
+def test_only_the_new_trials_run_and_the_old_ones_keep_their_rows(sweep, tmp_path):
+    """Also on a compacted study: its few files are read as the sweep's own and left as they are."""
+    common = ["--storage", tmp_path, "--set", "name=grow", "--set", "epochs=1", "--set", "models=[vit_p_tiny]"]
+    first = sweep(TINY, *common, "--set", "samples=1")
     assert first.returncode == 0, first.stderr[-2000:]
     trials_dir = tmp_path / "grow" / "trials.parquet"
+    assert results_main(["compact", str(tmp_path / "grow")]) == 0
     before = {p.name: p.stat().st_mtime_ns for p in trials_dir.glob("*.parquet")}
-    grown = run_cli("stability.sweep", TINY, *common, "--set", "samples=1", "--add-samples", "2", env=ray_cluster["env"])
+    assert len(before) == 1
+    grown = sweep(TINY, *common, "--set", "samples=1", "--add-samples", "2")
     assert grown.returncode == 0, grown.stderr[-2000:]
     after = {p.name: p.stat().st_mtime_ns for p in trials_dir.glob("*.parquet")}
     assert all(after[name] == mtime for name, mtime in before.items())  # never re-run nor rewritten

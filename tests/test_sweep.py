@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO, TESTS, run_cli, wait_for
+from stability.results.__main__ import main as results_main
 from stability.sampling import plan_trials
 from stability.spec import load_spec
 
@@ -57,12 +59,8 @@ def test_dead_address_is_refused_with_one_line_before_any_work(tmp_path):
 
 
 @pytest.mark.ray
-def test_sweep_on_cluster_writes_schema_and_reruns_add_nothing(ray_cluster, tmp_path):
-    storage = tmp_path / "runs"
-    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(storage),
-                  env=ray_cluster["env"])
-    assert out.returncode == 0, out.stderr[-3000:]
-    study = storage / "tiny"
+def test_sweep_on_cluster_writes_schema_and_reruns_add_nothing(tiny_study, sweep, tmp_path):
+    study = tiny_study["study"]
     trials = pd.read_parquet(study / "trials.parquet")
     curves = pd.read_parquet(study / "curves.parquet")
     schema = pq.read_schema(next((study / "trials.parquet").glob("*.parquet")))
@@ -83,13 +81,14 @@ def test_sweep_on_cluster_writes_schema_and_reruns_add_nothing(ray_cluster, tmp_
     assert len(ok) > 0 and (ok["top1_err"] == last[ok.index]).all()  # a trial's error is its last epoch's
     saved = yaml.safe_load((study / "study.yaml").read_text())
     assert saved["spec"]["name"] == "tiny" and saved["schema_version"] == 1 and "torch" in saved["versions"]
-    assert "report: python -m stability.report" in out.stderr
+    assert "report: python -m stability.report" in tiny_study["stderr"]
 
-    compacted = run_cli("stability.results", "compact", str(study), "--rows-per-file", "5")  # 8 trials: 2 files
-    assert compacted.returncode == 0, compacted.stderr
+    storage = tmp_path / "runs"
+    shutil.copytree(study, storage / "tiny")
+    study = storage / "tiny"
+    assert results_main(["compact", str(study), "--rows-per-file", "5"]) == 0  # 8 trials: 2 files
     assert len(list((study / "trials.parquet").iterdir())) == 2
-    again = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(storage),
-                    env=ray_cluster["env"])
+    again = sweep(TINY, "--storage", storage)
     assert again.returncode == 0 and "nothing to run" in again.stderr, again.stderr[-3000:]
     assert "damaged" not in again.stderr and len(list((study / "trials.parquet").iterdir())) == 2
     assert len(pd.read_parquet(study / "trials.parquet")) == len(trials)
@@ -97,7 +96,7 @@ def test_sweep_on_cluster_writes_schema_and_reruns_add_nothing(ray_cluster, tmp_
 
 
 @pytest.mark.ray
-def test_killed_driver_loses_nothing_and_resume_completes(ray_cluster, tmp_path):
+def test_killed_driver_loses_nothing_and_resume_completes(ray_cluster, sweep, tmp_path):
     storage = tmp_path / "runs"
     args = [sys.executable, "-m", "stability.sweep", TINY, "--address", ray_cluster["address"],
             "--storage", str(storage), "--set", "epochs=3", "--set", "samples=2"]
@@ -113,8 +112,7 @@ def test_killed_driver_loses_nothing_and_resume_completes(ray_cluster, tmp_path)
     plan = plan_trials(load_spec(TINY, ["epochs=3", "samples=2"]))
     assert 2 <= len(kept) < len(plan)
 
-    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(storage),
-                  "--set", "epochs=3", "--set", "samples=2", "--resume", env=ray_cluster["env"])
+    out = sweep(TINY, "--storage", storage, "--set", "epochs=3", "--set", "samples=2", "--resume")
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"{len(kept)} of {len(plan)} trials already finished" in out.stderr
     trials = pd.read_parquet(trials_dir)
@@ -125,13 +123,11 @@ def test_killed_driver_loses_nothing_and_resume_completes(ray_cluster, tmp_path)
 
 
 @pytest.mark.ray
-def test_data_parallel_trial_runs_through_ray_train(ray_cluster, tmp_path):
+def test_data_parallel_trial_runs_through_ray_train(sweep, tmp_path):
     """workers_per_trial > 1: a TorchTrainer (gloo on CPUs) runs the engine; its metrics reach the store."""
-    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(tmp_path),
-                  "--set", "name=ddp", "--set", "samples=1", "--set", "models=[vit_c_tiny]", "--set", "epochs=1",
-                  "--set", "optimizers={adamw: {lr: 0.002, weight_decay: 0.05}}",
-                  "--set", "resources.workers_per_trial=2", "--set", "resources.cpus_per_worker=0.5",
-                  env=ray_cluster["env"])
+    out = sweep(TINY, "--storage", tmp_path, "--set", "name=ddp", "--set", "samples=1", "--set", "models=[vit_c_tiny]",
+                "--set", "epochs=1", "--set", "optimizers={adamw: {lr: 0.002, weight_decay: 0.05}}",
+                "--set", "resources.workers_per_trial=2", "--set", "resources.cpus_per_worker=0.5")
     assert out.returncode == 0, out.stderr[-3000:]
     trials = pd.read_parquet(tmp_path / "ddp" / "trials.parquet")
     assert len(trials) == 1 and trials["status"].iloc[0] == "ok"
@@ -139,20 +135,18 @@ def test_data_parallel_trial_runs_through_ray_train(ray_cluster, tmp_path):
 
 
 @pytest.mark.ray
-def test_a_trial_that_cannot_be_placed_is_refused(ray_cluster, tmp_path):
-    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(tmp_path),
-                  "--set", "resources.workers_per_trial=4", env=ray_cluster["env"], timeout=120)
+def test_a_trial_that_cannot_be_placed_is_refused(sweep, tmp_path):
+    out = sweep(TINY, "--storage", tmp_path, "--set", "resources.workers_per_trial=4")
     assert out.returncode == 2 and "one trial needs 4.01 CPUs" in out.stderr
     assert not (tmp_path / "tiny" / "trials.parquet").exists()
 
 
 @pytest.mark.ray
-def test_fused_trials_write_one_row_each(ray_cluster, tmp_path):
+def test_fused_trials_write_one_row_each(sweep, tmp_path):
     """resources.fused_trials: the mixup-free trials train in fused groups, the others alone; every
     trial still gets its own row and curve."""
     sets = ["--set", "name=fused", "--set", "resources.fused_trials=4", "--set", "samples=4"]
-    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(tmp_path), *sets,
-                  env=ray_cluster["env"])
+    out = sweep(TINY, "--storage", tmp_path, *sets)
     assert out.returncode == 0, out.stderr[-3000:]
     plan = plan_trials(load_spec(TINY, ["name=fused", "resources.fused_trials=4", "samples=4"]))
     assert "fused trials: 16 trials in 12 processes (8 alone" in out.stderr
