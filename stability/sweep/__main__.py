@@ -36,6 +36,7 @@ from stability.sweep.checks import (
     check_names,
     check_storage,
 )
+from stability.sweep.commands import resume_command
 from stability.sweep.errors import storage_errors
 from stability.sweep.figures import cluster_size, dry_run_estimate
 from stability.sweep.live_report import DEFAULT_EVERY_S, live_report, report_path
@@ -65,11 +66,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key, dotted (e.g. samples=16, train.mixup=0.8); repeatable")
     p.add_argument("--dry-run", action="store_true", help="validate and print the trial plan as JSON; start nothing")
-    p.add_argument("--report", action="store_true", help="rewrite <study>/report.html as trials finish, and once at the end")
     p.add_argument("--cluster", type=cluster_size, default=None, metavar="CPUS,GPUS",
                    help="with --dry-run: the cluster the estimate assumes (default: this machine)")
     p.add_argument("--calibrate", action="store_true", help="with --dry-run: time a few training steps of each "
                    "shape no figure covers on this machine first, cached in <storage>/.calibration/")
+    p.add_argument("--report", action="store_true", help="rewrite <study>/report.html as trials finish, and once at the end")
     p.add_argument("--report-every", type=_seconds, default=DEFAULT_EVERY_S, metavar="SECONDS",
                    help="with --report: at most one report per SECONDS (default: %(default)g)")
     p.add_argument("--mlflow", default=None, metavar="URI", help="log each trial as an MLflow run under one run of "
@@ -195,14 +196,6 @@ def _remove_if_empty(folders: list[Path]) -> None:
             return
 
 
-def _resume_command(args: argparse.Namespace, spec: StudySpec) -> str:
-    words = ["python -m stability.sweep", shlex.quote(args.study or spec.name), "--storage",
-             shlex.quote(_shown_storage(args.storage))]
-    if args.address:
-        words += ["--address", shlex.quote(args.address)]
-    return " ".join([*words, "--resume"])
-
-
 def sweep(argv: list[str] | None = None) -> int:
     """Validate, plan, run what is missing, summarise. Returns the exit code."""
     from rich.console import Console
@@ -256,7 +249,7 @@ def sweep(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         stop.signum = stop.signum or signal.SIGINT
         if lock.token is not None and (root / "study.yaml").is_file():
-            console.print(f"interrupted; finished trials are kept. Resume with:\n  {_resume_command(args, spec)}")
+            console.print(f"interrupted; finished trials are kept. Resume with:\n  {resume_command(args, spec.name)}")
         else:
             console.print("interrupted before any trial ran; nothing was written.")
         return stop.exit_code()
@@ -283,15 +276,15 @@ def dry_run(spec: StudySpec, add_samples: int | None = None, args: argparse.Name
         check_data(spec)
     except SpecError as exc:
         summary["warnings"] = [str(exc)]
+    if args is not None:  # read-only unless --calibrate (and the data is there to calibrate on)
+        summary["estimate"] = dry_run_estimate(spec, plan, storage_root(args.storage), args,
+                                               calibrate=args.calibrate and "warnings" not in summary)
     print(json.dumps(summary))
     return 0
 
 
 def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSignals) -> int:
     """Under the study lock: the remaining checks, then the trials the store does not hold yet."""
-    if args is not None:  # read-only unless --calibrate (and the data is there to calibrate on)
-        summary["estimate"] = dry_run_estimate(spec, plan, storage_root(args.storage), args,
-                                               calibrate=args.calibrate and "warnings" not in summary)
     from stability.results.schema import extra_column_type
     from stability.results.store import ResultsStore, StoreError, read_study
     from stability.sampling import plan_trials
@@ -334,6 +327,7 @@ def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSign
             resources = placement(spec)
             store.write_spec(spec, versions())
             teachers, todo = prepare_teachers(todo, root, resources, store, spec.name, console)
+            from stability.sweep.figures import estimate_line, safe_run_estimate
             from stability.sweep.progress import SweepProgress
 
             estimate = safe_run_estimate(spec, todo, resources, storage_root(args.storage), root, args.address,
@@ -345,7 +339,6 @@ def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSign
                 run_trials(spec, resources, todo, store, progress, args.verbose, teachers, live and live.changed,
                            args.mlflow)
 
-            from stability.sweep.figures import estimate_line, safe_run_estimate
     from stability.sweep.progress import print_summary
 
     finished = store.finished_ids()
@@ -359,7 +352,7 @@ def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSign
         if failed:
             console.print(f"{failed} trial(s) failed after retries; their messages are in the `error` column.")
     if missing:
-        console.print(f"{missing} trial(s) did not finish. Resume with:\n  {_resume_command(args, spec)}")
+        console.print(f"{missing} trial(s) did not finish. Resume with:\n  {resume_command(args, spec.name)}")
         return stop.exit_code()
     console.print(f"report: {root / 'report.html' if live and live.written else report_cmd}")
     return 0

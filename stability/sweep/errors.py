@@ -14,10 +14,11 @@ import contextlib
 import errno
 import os
 import re
-import shlex
 from collections.abc import Iterator
 
 from stability.cli import UsageError, first_line
+from stability.results.storage import public_uri
+from stability.sweep.commands import resume_command
 
 # errno values that mean "this storage cannot take the write", not a bug in the sweep
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
@@ -63,23 +64,23 @@ def _command_line(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("study", nargs="?", default=None)
     parser.add_argument("--storage", default="runs")
     parser.add_argument("--address", default=None)
+    parser.add_argument("--mlflow", default=None)
+    parser.add_argument("--report", action="store_true")
     try:
         return parser.parse_known_args(argv)[0]
     except SystemExit:  # the sweep has parsed it already; this only shapes the message
-        return argparse.Namespace(study=None, storage="runs", address=None)
+        return argparse.Namespace(study=None, storage="runs", address=None, mlflow=None, report=False)
 
 
 def storage_message(error: OSError, argv: list[str] | None = None) -> str:
     """One line: the path that could not be written, why, and how to finish the study."""
     args = _command_line(argv)
-    resume = ["python -m stability.sweep", *([shlex.quote(args.study)] if args.study else []),
-              "--storage", shlex.quote(args.storage), *(["--address", shlex.quote(args.address)] if args.address else [])]
-    again = " ".join([*resume, "--resume"])
+    again = resume_command(args)
     if is_object_store_error(error):
         reason = " ".join(str(error).split())
         return (f"--storage: the object store failed: {reason}; finished trials are kept: check the endpoint, the "
                 f"bucket and the credentials in the environment, then run `{again}`")
-    path = error.filename if isinstance(error.filename, (str, os.PathLike)) else args.storage
+    path = error.filename if isinstance(error.filename, (str, os.PathLike)) else public_uri(args.storage)
     code = _errno(error)
     reason = error.strerror or (os.strerror(code) if code is not None else first_line(error))
     return (f"--storage: cannot write {os.fsdecode(path)}: {reason}; finished trials are kept: "
