@@ -14,7 +14,8 @@ machine's other load does not inflate) for:
   shards, once (K)  both
 
 and projects the CPU cores needed to feed one H200 at the 40% MFU target for vit_p_1gf and vit_p_4gf
-(about 52,000 and 13,000 images/s: REFERENCE section 9). Prints `ratio shards/today per core: X`.
+(about 52,000 and 13,000 images/s: 40% of an H200's ~790 TFLOP/s dense bf16 over ~24 GFLOP per image
+of vit_p_4gf forward+backward, and four times that for the 1 GF model). Prints `ratio shards/today per core: X`.
 
     python -m benchmarks.input_pipeline            # 192 JPEGs, 224 px crops from 256 px shards, K = 8
     (or: python -m benchmarks input ...)
@@ -38,7 +39,7 @@ import torch
 
 from benchmarks.table import print_table
 
-H200_IMAGES_PER_S = {"vit_p_1gf": 52_000, "vit_p_4gf": 13_000}  # 40% MFU of one H200 (REFERENCE section 9)
+H200_IMAGES_PER_S = {"vit_p_1gf": 52_000, "vit_p_4gf": 13_000}  # 40% MFU of one H200 (docstring)
 
 
 def write_jpegs(root: Path, n: int, classes: int = 4, width: int = 500, height: int = 375, seed: int = 0) -> float:
