@@ -41,7 +41,8 @@ def _run(study: str, storage: str, address: str | None, resume: bool, mlflow: st
 
     from stability.results.storage import full_uri
     from stability.spec import SpecError, load_spec
-    from stability.sweep.__main__ import storage_root, sweep
+    from stability.sweep.__main__ import sweep
+    from stability.sweep.lifecycle import storage_root
     from stability.sweep.errors import storage_errors
 
     assignments = [_assignment(k, v) for k, v in sets.items()]
