@@ -179,3 +179,30 @@ def test_tune_folders_of_ended_sweeps_are_removed_at_the_next_start(tmp_path, mo
     finally:
         live.cleanup()
     assert not os.path.exists(live.name)
+
+
+def _plant(folder, owner) -> None:
+    folder.mkdir(parents=True)
+    (folder / "state.pt").write_bytes(b"a state")
+    if owner is not None:
+        (folder / "owner.json").write_text(json.dumps(owner))
+
+
+def test_the_driver_says_once_which_checkpoints_are_not_their_groups(tmp_path):
+    from stability.sweep.saved import check_checkpoints
+    from stability.train.owner import checkpoint_owner
+
+    plan = plan_trials(load_spec(write_study(tmp_path)))
+    groups = [[plan[0], plan[1]], [plan[2]], [plan[3]]]
+    root = tmp_path / "checkpoints"
+    _plant(root / plan[0].trial_id, checkpoint_owner([plan[0], plan[1]]))  # the group's own: used
+    _plant(root / plan[2].trial_id, checkpoint_owner([plan[3]]))  # another trial's copy
+    _plant(root / plan[3].trial_id, None)  # no owner record
+    said: list[str] = []
+    assert check_checkpoints(root, groups, said.append) == 2
+    assert said == [f"checkpoint {root / plan[2].trial_id / 'state.pt'}: it belongs to trial {plan[3].trial_id}, not to "
+                    f"trial {plan[2].trial_id}; ignored, the trial starts over",
+                    f"checkpoint {root / plan[3].trial_id / 'state.pt'}: it names no owner; ignored, the trial starts over"]
+    said.clear()
+    assert check_checkpoints(root, [[plan[1], plan[0]]], said.append) == 0  # no checkpoint in its folder
+    assert check_checkpoints(tmp_path / "absent", groups, said.append) == 0 and said == []

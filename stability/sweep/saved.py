@@ -59,14 +59,12 @@ def check_checkpoints(checkpoints_dir: StoragePath, groups: list[list[TrialConfi
     from stability.train.owner import OWNER_FILE, checkpoint_owner, owner_mismatch
     from stability.train.state import STATE_FILE
 
+    present = _keys_with_state(checkpoints_dir, STATE_FILE)
     foreign = 0
     for cfgs in groups:
-        folder = checkpoints_dir / cfgs[0].trial_id
-        try:
-            if not (folder / STATE_FILE).is_file():
-                continue
-        except OSError:
+        if cfgs[0].trial_id not in present:
             continue
+        folder = checkpoints_dir / cfgs[0].trial_id
         try:
             found = json.loads((folder / OWNER_FILE).read_bytes())
         except (OSError, ValueError):  # missing, unreadable, not JSON
@@ -76,6 +74,23 @@ def check_checkpoints(checkpoints_dir: StoragePath, groups: list[list[TrialConfi
             foreign += 1
             say(f"checkpoint {folder / STATE_FILE}: {why}; ignored, the trial starts over")
     return foreign
+
+
+def _keys_with_state(checkpoints_dir: StoragePath, state_file: str) -> set[str]:
+    """The checkpoint folders that hold a state file, found with one listing (one request on a store)."""
+    import pyarrow.fs as pafs
+
+    from stability.results.storage import ObjectPath
+
+    if isinstance(checkpoints_dir, ObjectPath):
+        infos = checkpoints_dir.fs.get_file_info(pafs.FileSelector(checkpoints_dir.path, allow_not_found=True,
+                                                                   recursive=True))
+        paths = [info.path.split("/") for info in infos if info.type == pafs.FileType.File]
+        return {parts[-2] for parts in paths if len(parts) >= 2 and parts[-1] == state_file}
+    try:
+        return {path.parent.name for path in checkpoints_dir.glob(f"*/{state_file}") if path.is_file()}
+    except OSError:
+        return set()
 
 
 def check_results_match_plan(done: set[str], plan: list[TrialConfig], rows: Callable[[], Any], spec_path) -> None:
