@@ -44,3 +44,29 @@ def test_no_file_cites_a_document_the_repository_lacks():
     missing = {doc: sorted(where) for doc, where in cited.items() if not (REPO / doc).is_file()}
     assert "README.md" in cited and "docs/architecture.md" in cited
     assert missing == {}, missing
+
+
+def test_every_test_the_reliability_page_names_exists():
+    """docs/reliability.md names the test of each promise (`file.py::test`, then `::test` in the same
+    file): each must be a test function of that file."""
+    text = (REPO / "docs" / "reliability.md").read_text()
+    missing, current = [], None
+    for match in re.finditer(r"(tests/)?(test_\w+\.py)?::(test_\w+)|(tests/)?(test_\w+\.py)\b", text):
+        current = match.group(2) or match.group(5) or current
+        name = match.group(3)
+        if name is None:
+            continue
+        source = (REPO / "tests" / current).read_text() if current and (REPO / "tests" / current).is_file() else ""
+        if not re.search(rf"^def {name}\(", source, re.MULTILINE):
+            missing.append(f"{current}::{name}")
+    assert missing == []
+
+
+def test_the_readme_layout_names_every_module():
+    """README's "Layout" lists every module of the package (a new module is named there too)."""
+    text = (REPO / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    layout = layout[layout.index("```"):layout.index("```", layout.index("```") + 3)]
+    words = set(re.findall(r"[\w]+", layout))
+    modules = {p.stem for p in (REPO / "stability").rglob("*.py") if p.stem != "__init__"}
+    assert sorted(modules - words) == []
