@@ -230,3 +230,17 @@ def test_shards_on_object_storage_read_as_the_local_ones(folders, request):
     with pytest.raises(DatasetError, match=r"shard val-00001.npy is missing") as info:
         check_dataset("shards", remote)
     assert "\n" not in str(info.value)
+
+
+def test_imagefolder_epochs_read_at_once_with_worker_processes_each_get_their_own_batches(folders):
+    """A fused group whose members have their own data seeds reads K epochs at once from one loader;
+    its persistent worker served one epoch at a time (the second epoch took over the first's)."""
+    from stability.data.imagefolder import ImageFolderDataset
+
+    data = ImageFolderDataset(str(folders[0]), 8, torch.device("cpu"), num_workers=1)
+    alone = [[x for x, _ in data.train_batches(4, torch.Generator().manual_seed(seed))] for seed in (1, 2)]
+    together = list(zip(*(data.train_batches(4, torch.Generator().manual_seed(seed)) for seed in (1, 2))))
+    assert len(together) == len(alone[0]) == 6
+    for step, pair in enumerate(together):
+        assert torch.equal(pair[0][0], alone[0][step]) and torch.equal(pair[1][0], alone[1][step])
+    assert not torch.equal(alone[0][0], alone[1][0])

@@ -138,8 +138,9 @@ class ImageFolderDataset:
             raise DatasetError(f"imagefolder: num_workers must be >= 0, got {num_workers}")
         self._train_sampler, self._val_sampler = _PlanSampler(), _PlanSampler()
         common = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-        self._train_loader = DataLoader(_SeededImages(train, T.Compose(train_tf), val_tf),
-                                        batch_sampler=self._train_sampler, **common)
+        self._train_images = _SeededImages(train, T.Compose(train_tf), val_tf)
+        self._train_loader = DataLoader(self._train_images, batch_sampler=self._train_sampler, **common)
+        self._train_streams = 0  # epochs being read now (a fused group of trials with their own data seeds)
         self._val_loader = DataLoader(_SeededImages(val, val_tf, val_tf), batch_sampler=self._val_sampler, **common)
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
@@ -170,10 +171,21 @@ class ImageFolderDataset:
     def train_batches(self, batch_size: int, generator: torch.Generator, *, augment: bool = True,
                       rank: int = 0, world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
         """One epoch of full, shuffled batches; augment=False uses the validation transform."""
-        self._train_sampler.batches = self.plan_epoch(batch_size, generator, augment=augment,
-                                                      rank=rank, world_size=world_size)
-        for x, y in self._train_loader:
-            yield self._to_device(x, y)
+        plan = self.plan_epoch(batch_size, generator, augment=augment, rank=rank, world_size=world_size)
+        loader = self._train_loader
+        if self._train_streams:  # persistent workers serve one epoch at a time: a second one gets its own loader
+            sampler = _PlanSampler()
+            loader = DataLoader(self._train_images, batch_sampler=sampler, num_workers=loader.num_workers,
+                                pin_memory=loader.pin_memory)
+        else:
+            sampler = self._train_sampler
+        sampler.batches = plan
+        self._train_streams += 1
+        try:
+            for x, y in loader:
+                yield self._to_device(x, y)
+        finally:
+            self._train_streams -= 1
 
     def val_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         if batch_size < 1:
