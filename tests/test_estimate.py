@@ -189,3 +189,19 @@ def test_curves_of_other_shapes_are_no_figure(tmp_path, capsys):
     write_earlier_study(storage, "bigger_batch", ("train.batch_size=32",))  # the same models, another recipe
     est = dry_estimate(capsys, "--storage", str(storage))["estimate"]
     assert est["wall_s"] is None and "batch 64" in est["basis"]
+
+
+def test_the_run_calibrates_as_many_copies_at_once_as_trials_share_a_device():
+    from stability.sweep.figures import mean_result, sharing
+
+    default = load_spec("default")  # 8 fused groups, 1 CPU each: 2 at once on 2 CPUs
+    cpu = {"cpus_per_worker": 1, "gpus_per_worker": 0.0, "workers_per_trial": 1}
+    assert sharing(default, cpu, 2, 0, 8) == 2 and sharing(default, cpu, 64, 0, 8) == 8
+    assert sharing(default, cpu, 2, 0, 1) == 1
+    cifar = load_spec("cifar10_lr_wd")  # 4 trials per GPU
+    gpu = {"cpus_per_worker": 2, "gpus_per_worker": 0.25, "workers_per_trial": 1}
+    assert sharing(cifar, gpu, 16, 1, 256) == 4 and sharing(cifar, {**gpu, "gpus_per_worker": 1.0}, 64, 8, 256) == 1
+    copies = ({"epoch_s": 1.0, "step_s": 0.1, "val_batch_s": 0.0, "overhead_s": 2.0, "wall_s": 3.0, "model": "m"},
+              {"epoch_s": 3.0, "step_s": 0.3, "val_batch_s": 0.0, "overhead_s": 4.0, "wall_s": 5.0, "model": "m"})
+    mean = mean_result(copies)
+    assert mean["epoch_s"] == 2.0 and mean["overhead_s"] == 3.0 and mean["copies"] == 2 and mean["model"] == "m"

@@ -11,10 +11,12 @@ Figures per shape (`estimate.shape_key`: model, data, recipe, trials fused), fir
 3. a calibration cached in `<storage>/.calibration/<machine>.json`: a few training steps of the shape
    on the trials' device (`stability.train.calibrate`), written by an earlier run.
 
-A run calibrates the shapes none of these covers before its trials start, in one Ray task holding a
-trial's resources (so on the trials' kind of device), and caches the result for later runs and dry
-runs. A dry run writes nothing and starts nothing: it reads these figures only, and where they miss
-a shape it says so (a run, or `--calibrate`, fills the cache). The cache lives beside the studies,
+A run calibrates the shapes none of these covers before its trials start, in Ray tasks that each hold
+a trial's resources (so on the trials' kind of device), as many at once as trials will share a device
+(`sharing`), and caches the result for later runs and dry runs. A dry run writes nothing and starts
+nothing: it reads these figures only, and where they miss a shape it says so (a run, or
+`--calibrate`, fills the cache; `--calibrate` times one process alone, so on a device the trials
+share it is optimistic). The cache lives beside the studies,
 never inside a study folder, so dry runs and refused runs leave every study folder as it was.
 """
 
@@ -281,8 +283,11 @@ def _calibrate_task(groups: list[list[TrialConfig]], threads: int, workers: int)
 
 def run_estimate(spec: StudySpec, todo: list[TrialConfig], resources: dict[str, Any], storage_root, study_root,
                  address: str | None, saved_groups: list[list[str]] = ()) -> Estimate:
-    """A run's estimate on the cluster it joined: figures read, missing shapes calibrated in one Ray
-    task holding one trial's resources (cached), then the arithmetic."""
+    """A run's estimate on the cluster it joined: figures read, missing shapes calibrated (cached),
+    then the arithmetic. The calibration runs as many Ray tasks at once, each holding one trial's
+    resources, as trials will share a device in the run (`sharing`: trials per GPU, or the trials
+    at once on a CPU-only cluster, at most 8), so it meets the contention the trials will meet;
+    the figures are the mean of the copies."""
     import time
 
     import ray
@@ -299,8 +304,10 @@ def run_estimate(spec: StudySpec, todo: list[TrialConfig], resources: dict[str, 
         start = time.monotonic()
         task = ray.remote(_calibrate_task).options(num_cpus=resources["cpus_per_worker"],
                                                     num_gpus=resources["gpus_per_worker"])
-        results = ray.get(task.remote(list(missing.values()), int(resources["cpus_per_worker"]),
-                                      resources["workers_per_trial"]))
+        copies = ray.get([task.remote(list(missing.values()), int(resources["cpus_per_worker"]),
+                                      resources["workers_per_trial"])
+                          for _ in range(sharing(spec, resources, cpus, gpus, len(groups)))])
+        results = [mean_result(same) for same in zip(*copies)]
         spent = time.monotonic() - start
         try:
             write_cache(storage_root, results, list(missing))
@@ -316,6 +323,26 @@ def run_estimate(spec: StudySpec, todo: list[TrialConfig], resources: dict[str, 
         result.wall_s += spent
         result.basis += f", + {spent:.0f} s of calibration"
     return result
+
+
+def sharing(spec: StudySpec, resources: dict[str, Any], cpus: float, gpus: float, n_processes: int) -> int:
+    """How many trials will share one device at once: trials per GPU, or on a CPU-only cluster the
+    trials at once (capped at 8: a node's worth), never more than the run has processes."""
+    from stability.sweep.estimate import slots
+
+    at_once = max(1, slots(spec, cpus, gpus, n_processes))
+    if resources["gpus_per_worker"] > 0:
+        return max(1, min(at_once, round(1 / resources["gpus_per_worker"]) if resources["gpus_per_worker"] < 1 else 1))
+    return min(at_once, 8)
+
+
+def mean_result(copies: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """One calibration result from copies that ran at once: their mean times, the first's other fields."""
+    out = dict(copies[0])
+    for key in ("step_s", "val_batch_s", "epoch_s", "overhead_s", "wall_s"):
+        out[key] = sum(c[key] for c in copies) / len(copies)
+    out["copies"] = len(copies)
+    return out
 
 
 def safe_run_estimate(*args, **kwargs) -> Estimate:
