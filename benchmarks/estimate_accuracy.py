@@ -3,11 +3,13 @@
 For each study (the built-in `default`; a 2-model imagefolder study on JPEGs this script writes):
 
 1. `python -m stability.sweep STUDY --dry-run --calibrate` in a fresh storage: the estimate from a
-   calibration on this machine (a few engine steps per shape, cached in <storage>/.calibration/);
-2. `python -m stability.sweep STUDY` in that storage, timed end to end (Ray start-up included): the
-   actual wall time (the run prints the same estimate first: it finds the cached calibration);
-3. `python -m stability.sweep STUDY --set name=... --dry-run`: the estimate from the curves of the
-   study just run (the per-epoch `elapsed_s` of its trials).
+   calibration in this one process (a few engine steps per shape, cached in <storage>/.calibration/);
+2. `python -m stability.sweep STUDY` in another fresh storage, timed end to end (Ray start-up
+   included): the actual wall time. The run calibrates first, in Ray tasks, as many at once as trials
+   will share the machine, and prints its estimate; a dry run in a third storage holding only that
+   cache gives the same figure in seconds (plus the calibration's own seconds, which the run spent);
+3. `python -m stability.sweep STUDY --set name=... --dry-run` in the run's storage: the estimate from
+   the curves of the study just run (the per-epoch `elapsed_s` of its trials).
 
 Prints both estimates, the actual wall time and each ratio estimate / actual (target 0.75-1.25),
 with the load average before and after each run (the machine may be shared).
@@ -74,16 +76,23 @@ def dry_estimate(*argv: str) -> dict:
 
 
 def measure(study: str, name: str, storage: str) -> dict:
-    calibrated = dry_estimate(study, "--storage", storage, "--calibrate")
+    import re
+    import shutil
+
+    calibrated = dry_estimate(study, "--storage", f"{storage}_lone", "--calibrate")
     load_before = os.getloadavg()[0]
     out, actual = sweep(study, "--storage", storage)
     load_after = os.getloadavg()[0]
     printed = next((line for line in out.stderr.splitlines() if line.startswith("estimate: ")), "")
+    spent = re.search(r"\+ (\d+) s of calibration", printed)
+    shutil.copytree(Path(storage) / ".calibration", Path(f"{storage}_cache") / ".calibration")
+    by_run = dry_estimate(study, "--storage", f"{storage}_cache")
     from_curves = dry_estimate(study, "--storage", storage, "--set", f"name={name}_again")
+    run_s = by_run["wall_s"] + (int(spent.group(1)) if spent else 0) if by_run["wall_s"] is not None else None
     return {"study": name, "actual_s": actual, "calibration_estimate_s": calibrated["wall_s"],
-            "curves_estimate_s": from_curves["wall_s"], "calibration_basis": calibrated["basis"],
-            "curves_basis": from_curves["basis"], "printed": printed, "load_before": load_before,
-            "load_after": load_after}
+            "run_calibration_estimate_s": run_s, "curves_estimate_s": from_curves["wall_s"],
+            "calibration_basis": calibrated["basis"], "curves_basis": from_curves["basis"], "printed": printed,
+            "load_before": load_before, "load_after": load_after}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,13 +118,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), flush=True)  # each row as soon as it is measured
     print(f"date: {datetime.date.today()}  machine: {platform.node()}, {os.cpu_count()} CPUs, python "
           f"{platform.python_version()}")
-    print(f"{'study':18s} {'actual s':>9s} {'calibrated est. s':>18s} {'ratio':>6s} {'curves est. s':>14s} "
-          f"{'ratio':>6s} {'load 1 min before/after':>24s}")
+    print(f"{'study':18s} {'actual s':>9s} | estimate s, ratio: {'lone calibration':>22s} {'the run':>16s} "
+          f"{'curves':>16s} | load 1 min before/after")
     for r in rows:
-        cal, cur = r["calibration_estimate_s"], r["curves_estimate_s"]
-        print(f"{r['study']:18s} {r['actual_s']:9.1f} {cal or float('nan'):18.1f} "
-              f"{(cal or float('nan')) / r['actual_s']:6.2f} {cur or float('nan'):14.1f} "
-              f"{(cur or float('nan')) / r['actual_s']:6.2f} {r['load_before']:11.2f} / {r['load_after']:.2f}")
+        cells = "".join(f" {r[k] or float('nan'):9.1f} {(r[k] or float('nan')) / r['actual_s']:6.2f}"
+                        for k in ("calibration_estimate_s", "run_calibration_estimate_s", "curves_estimate_s"))
+        print(f"{r['study']:18s} {r['actual_s']:9.1f} |{cells} | {r['load_before']:.2f} / {r['load_after']:.2f}")
     for r in rows:
         print(f"{r['study']}: the run printed: {r['printed']}")
     if args.json:
