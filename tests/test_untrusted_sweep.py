@@ -91,7 +91,7 @@ def test_a_copied_checkpoint_is_ignored_on_resume_and_an_edited_study_yaml_is_re
     edited = start_sweep(str(study), ray_cluster, tmp_path, "--resume")
     _, err = edited.communicate(timeout=300)
     assert edited.returncode == 2, err[-3000:]
-    error = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(error) == 1 and "does not match the results stored beside it: 2 of 2 are not in its plan" in error[0]
-    assert "lr is" in error[0] and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err  # one line
+    assert "does not match the results stored beside it: 2 of 2 are not in its plan" in err
+    assert "lr is" in err and "in optimizers.adamw.lr.log_uniform" in err
     assert len(pd.read_parquet(stored)) == 2  # nothing added

@@ -114,7 +114,10 @@ def sweep(argv: list[str] | None = None) -> int:
     if args.dry_run:  # takes no lock and writes nothing
         if isinstance(storage_root(args.storage), Path):  # refused as a run would be (a probe file, removed at once)
             check_storage(storage_root(args.storage) / spec.name)
-        code = dry_run(resolve_spec(args, spec), args.add_samples, args)
+        resolved = resolve_spec(args, spec)
+        if getattr(args, "resume_note", None):
+            print(args.resume_note, file=sys.stderr)
+        code = dry_run(resolved, args.add_samples, args)
         if args.report:
             print(f"--report: a run would rewrite {report_path(shown_storage(args.storage), spec.name)} as trials "
                   f"finish", file=sys.stderr)

@@ -67,9 +67,10 @@ def resolve_spec(args: argparse.Namespace, spec: StudySpec | None = None) -> Stu
                                  f"use --resume to finish it, another --set name=..., or another --storage")
             given = spec.resolved()
             spec = saved_spec or parse_spec(yaml.safe_dump(saved), str(saved_path))
-            print(f"--resume: running the plan saved in {saved_path} (it differs from {args.study or 'default'}"
-                  f"{' with --set' if args.assignments else ''} in {first_key_difference(spec.resolved(), given)})",
-                  file=sys.stderr)
+            # said once the stored results are known to be this plan's (`run`), or by the dry run
+            args.resume_note = (f"--resume: running the plan saved in {saved_path} (it differs from "
+                                f"{args.study or 'default'}{' with --set' if args.assignments else ''} in "
+                                f"{first_key_difference(spec.resolved(), given)})")
     elif args.resume or args.add_samples:
         verb = "resume" if args.resume else "extend"
         raise UsageError(f"nothing to {verb}: {saved_path} does not exist")
@@ -209,7 +210,11 @@ def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSign
         raise UsageError(str(exc)) from None
     done = store.finished_ids({cfg.trial_id for cfg in plan})
     todo = [cfg for cfg in plan if cfg.trial_id not in done]
-    check_results_match_plan(done, plan, lambda: read_study(root).trials, store.spec_path)  # an edited study.yaml
+    note = getattr(args, "resume_note", None)
+    check_results_match_plan(done, plan, lambda: read_study(root).trials, store.spec_path,  # an edited study.yaml
+                             note and note[note.index("(") + 1:-1])
+    if note:
+        console.print(note, markup=False, highlight=False)
     finished_before = len(plan) - len(todo)
     report_cmd = f"python -m stability.report {shlex.quote(str(root))}"
     with live_report(root, args.report, args.report_every, console, store.finished_ids) as live:

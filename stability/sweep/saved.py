@@ -93,11 +93,13 @@ def _keys_with_state(checkpoints_dir: StoragePath, state_file: str) -> set[str]:
         return set()
 
 
-def check_results_match_plan(done: set[str], plan: list[TrialConfig], rows: Callable[[], Any], spec_path) -> None:
+def check_results_match_plan(done: set[str], plan: list[TrialConfig], rows: Callable[[], Any], spec_path,
+                             spec_difference: str | None = None) -> None:
     """UsageError (one line naming the first difference) when results stored in the study folder
     (`done`: their trial ids) are not trials of the plan of its `study.yaml`: the spec was edited
     after they were written, and running it would mix two studies in one folder. `rows()`: the
-    stored trials as a frame, read only when there is a difference to name."""
+    stored trials as a frame, read only when there is a difference to name; `spec_difference`: how
+    the saved spec differs from the one given (`--resume` with STUDY), when it does."""
     planned = {cfg.trial_id for cfg in plan}
     strays = sorted(done - planned)
     if not strays:
@@ -113,9 +115,10 @@ def check_results_match_plan(done: set[str], plan: list[TrialConfig], rows: Call
         cfg = where.get(key)
         difference = f"trial {row['model']} {row['optimizer']} point {key[3]} repeat {key[4]} epochs {key[2]}: " + (
             (first_field_difference(row, cfg) or "its config differs") if cfg is not None else "not in the plan")
+    given = f" ({spec_difference})" if spec_difference else ""
     raise UsageError(f"{spec_path} does not match the results stored beside it: {len(strays)} of {len(done)} are "
-                     f"not in its plan (first: {difference}); it was changed after they were written: restore it, "
-                     f"or run the edited study under another name (--set name=...)")
+                     f"not in its plan (first: {difference}); it was changed after they were written{given}: restore "
+                     f"it, or run the edited study under another name (--set name=...)")
 
 
 def first_field_difference(row: dict[str, Any], cfg: TrialConfig) -> str | None:
