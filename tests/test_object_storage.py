@@ -22,7 +22,8 @@ import pyarrow.fs as pafs
 import pytest
 from conftest import REPO, TESTS, free_port, run_cli
 
-from stability.results.lock import LockHeld, ObjectStudyLock, StudyLock, study_lock
+from stability.results.lock import LockHeld, StudyLock, study_lock
+from stability.results.object_lock import ObjectStudyLock
 from stability.results.storage import ObjectPath, full_uri, location, public_query
 from stability.results.store import ResultsStore, read_study
 
@@ -275,24 +276,30 @@ def test_an_unreachable_object_store_is_one_line_for_dry_run_and_mid_run(s3, tmp
     assert str(info.value).startswith("--storage: the object store failed: ") and "\n" not in str(info.value)
 
 
-def test_resume_command_hides_query_secrets():
-    from stability.spec import load_spec
-    from stability.sweep.__main__ import _resume_command
+def test_every_resume_command_hides_the_uris_secrets():
+    """One helper builds the resume command: the sweep's own (interrupted, unfinished) and the one a
+    storage error prints show --storage and --mlflow without user info or secret query parameters."""
+    from stability.sweep.commands import resume_command
+    from stability.sweep.errors import storage_message
 
-    args = Namespace(study="tiny.yaml", storage="s3://KEY:SECRET@b/runs?endpoint_override=h:1&secret_key=S",
-                     address=None)
-    command = _resume_command(args, load_spec(TINY))
-    assert "'s3://b/runs?endpoint_override=h:1'" in command
-    assert "SECRET" not in command and "KEY" not in command and "secret_key" not in command
+    storage = "s3://KEY:SECRET@b/runs?endpoint_override=h:1&secret_key=S"
+    args = Namespace(study="tiny.yaml", storage=storage, address=None, mlflow="http://u:TOKEN@mlflow:5000",
+                     report=True)
+    command = resume_command(args, "tiny")
+    assert command == ("python -m stability.sweep tiny.yaml --storage 's3://b/runs?endpoint_override=h:1' "
+                       "--mlflow http://mlflow:5000 --report --resume")
+    failed = storage_message(OSError(28, "No space left on device"), ["tiny.yaml", "--storage", storage, "--mlflow",
+                                                                       "http://u:TOKEN@mlflow:5000", "--report"])
+    assert command in failed
+    for secret in ("SECRET", "KEY", "secret_key", "TOKEN"):
+        assert secret not in command and secret not in failed
 
 
 @pytest.mark.ray
-def test_sweep_to_s3_then_report_from_s3(s3, ray_cluster, tmp_path):
+def test_sweep_to_s3_then_report_from_s3(s3, sweep, tmp_path):
     prefix = uuid.uuid4().hex
     storage = uri(s3, prefix, "runs", user="testing:testing@")  # credentials that must not leak
-    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", storage,
-                  "--set", "samples=1", "--set", "resources.checkpoint_every=1",
-                  env={**ray_cluster["env"], **CREDENTIALS})
+    out = sweep(TINY, "--storage", storage, "--set", "samples=1", "--set", "resources.checkpoint_every=1")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "testing:testing" not in out.stdout + out.stderr
     study = location(uri(s3, prefix, "runs", "tiny"))

@@ -30,7 +30,7 @@ Breaking a stale lock, renewing and releasing each happen under a short-lived gu
 holder never overwrites a lock that was taken over from it. The lock is advisory: it binds the
 commands of this package, not other programs writing into the folder.
 
-On an object store (`--storage s3://...`, `ObjectStudyLock`) there is neither a hard link nor an
+On an object store (`--storage s3://...`, `object_lock.ObjectStudyLock`) there is neither a hard link nor an
 O_EXCL create: the lock file is read, written in one PUT when absent or stale, and read back to
 see whose it is; two sweeps starting within the same moment can both believe they hold it until
 the loser's next renewal (within `LEASE_S / 4`) finds the other's token and stops it. It is
@@ -358,54 +358,11 @@ class StudyLock:
         self.release()
 
 
-ADVISORY_SETTLE_S = 0.5  # on an object store: how long a new lock's writer waits before reading it back
-
-
-@dataclass
-class ObjectStudyLock(StudyLock):
-    """The study lock on an object store: the same file, holder record, lease and staleness rules,
-    written in one PUT when absent and read back to check it is ours (no create-if-absent exists
-    there; see the module docstring). No guard file: each step is one read or one PUT."""
-
-    def __post_init__(self) -> None:
-        self.folder = location(self.folder)
-        super().__post_init__()
-
-    def _read(self) -> Found | None:
-        try:
-            data = self.path.read_bytes()[:65536]
-            mtime = self.path.mtime()
-        except FileNotFoundError:
-            return None
-        if not data and not self.path.exists():
-            return None
-        try:
-            holder = json.loads(data)
-        except ValueError:
-            holder = None
-        age = time.time() - mtime if mtime is not None else 0.0
-        return Found(holder if isinstance(holder, dict) else None, age, (mtime, data))
-
-    def _guarded(self):
-        return contextlib.nullcontext()
-
-    def _unlink(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-    def _create(self) -> bool:
-        if self._read() is not None:
-            return False
-        since = time.time()
-        self.path.write_bytes(self._record(since))
-        time.sleep(ADVISORY_SETTLE_S)  # a writer racing this one has most likely written by now
-        if not self._ours(self._read()):
-            return False
-        self._since = since
-        return True
-
-
 def study_lock(folder, lease_s: float = LEASE_S, on_lost: Callable[[dict[str, Any] | None], None] | None = None) -> StudyLock:
     """The lock of a study folder: `StudyLock` on a local path, `ObjectStudyLock` on an object store."""
     folder = location(folder)
-    kind = ObjectStudyLock if isinstance(folder, ObjectPath) else StudyLock
-    return kind(folder, lease_s, on_lost)
+    if isinstance(folder, ObjectPath):
+        from stability.results.object_lock import ObjectStudyLock
+
+        return ObjectStudyLock(folder, lease_s, on_lost)
+    return StudyLock(folder, lease_s, on_lost)
