@@ -221,8 +221,12 @@ def cluster_size(text: str) -> tuple[float, float]:
 def dry_run_estimate(spec: StudySpec, plan: list[TrialConfig], storage_root, args, calibrate: bool = False) -> dict[str, Any]:
     """The dry run's `estimate`: reads figures only (with --calibrate, first calibrates on this machine
     what they miss); the cluster is --cluster, else this machine."""
+    failed = ""
     if calibrate:
-        calibrate_here(spec, plan, storage_root)
+        try:
+            calibrate_here(spec, plan, storage_root)
+        except Exception as exc:  # noqa: BLE001 -- refuse nothing: the estimate says why it has no figure
+            failed = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
     address, num_cpus, cluster = args.address, args.num_cpus, args.cluster
     if cluster is not None:
         cpus, gpus = cluster
@@ -241,6 +245,8 @@ def dry_run_estimate(spec: StudySpec, plan: list[TrialConfig], storage_root, arg
     if result.wall_s is None and "missing" in result.details:
         result.basis += (f"; a run calibrates them on the trials' device first and caches the figures in "
                          f"{cache_folder(storage_root)}, and `--dry-run --calibrate` does it on this machine")
+    if failed:
+        result.basis += f"; --calibrate failed here: {failed}"
     return {**result.as_json(), "trials_to_run": len(todo)}
 
 
