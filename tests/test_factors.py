@@ -245,14 +245,14 @@ def test_one_teacher_per_teacher_recipe():
 
 
 @pytest.mark.ray
-def test_sweep_trains_the_teacher_once_and_resume_reuses_it(ray_cluster, tmp_path):
+def test_sweep_trains_the_teacher_once_and_resume_reuses_it(sweep, tmp_path):
     import pandas as pd
 
     sets = ["--set", "name=distil", "--set", "models=[{name: deit_tiny_distilled_p4, model_args: {depth: 2}}]", "--set", "optimizers={adamw: {lr: 0.002, weight_decay: 0.05}}",
             "--set", "samples=2", "--set", "epochs=1", "--set", "train.distillation.type={choice: [soft, hard]}",
             "--set", "train.distillation.teacher=vit_c_tiny", "--set", "train.distillation.teacher_recipe.epochs=2"]
-    args = [TINY, "--address", ray_cluster["address"], "--storage", str(tmp_path), *sets]
-    out = run_cli("stability.sweep", *args, env=ray_cluster["env"])
+    args = [TINY, "--storage", tmp_path, *sets]
+    out = sweep(*args)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "training 1 distillation teacher(s) first" in out.stderr
     (teacher,) = (tmp_path / "distil" / "teachers").glob("vit_c_tiny-*.pt")
@@ -263,7 +263,7 @@ def test_sweep_trains_the_teacher_once_and_resume_reuses_it(ray_cluster, tmp_pat
     first = next((tmp_path / "distil" / "trials.parquet").glob("*.parquet"))
     first.unlink()  # lose one trial: the resume runs it again with the stored teacher
     stamp = teacher.stat().st_mtime_ns
-    again = run_cli("stability.sweep", *args, "--resume", env=ray_cluster["env"])
+    again = sweep(*args, "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "teacher(s) first" not in again.stderr and teacher.stat().st_mtime_ns == stamp
     assert len(pd.read_parquet(tmp_path / "distil" / "trials.parquet")) == 2

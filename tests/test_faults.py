@@ -11,19 +11,17 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import REPO, TESTS, cluster_pids, run_cli, trial_workers, wait_for
+from conftest import REPO, TESTS, cluster_pids, trial_workers, wait_for
 
 TINY = str(TESTS / "data" / "tiny.yaml")
 pytestmark = pytest.mark.ray
 
 
-def test_crashing_trials_are_retried_then_recorded_failed_and_many_finish_at_once(ray_cluster, tmp_path):
+def test_crashing_trials_are_retried_then_recorded_failed_and_many_finish_at_once(sweep, tmp_path):
     """8 one-epoch trials, all at once on 2 CPUs; those drawing the broken depth raise."""
-    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(tmp_path),
-                  "--set", "name=faults", "--set", "samples=2", "--set", "epochs=1",
-                  "--set", "model_args.depth={choice: [2, broken]}",
-                  "--set", "resources.cpus_per_worker=0.25", "--set", "resources.max_failures=1",
-                  env=ray_cluster["env"])
+    out = sweep(TINY, "--storage", tmp_path, "--set", "name=faults", "--set", "samples=2", "--set", "epochs=1",
+                "--set", "model_args.depth={choice: [2, broken]}",
+                "--set", "resources.cpus_per_worker=0.25", "--set", "resources.max_failures=1")
     assert out.returncode == 0, out.stderr[-3000:]
     trials = pd.read_parquet(tmp_path / "faults" / "trials.parquet")
     assert len(trials) == 8 and trials["trial_id"].is_unique

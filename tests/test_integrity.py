@@ -188,7 +188,7 @@ def test_report_refuses_a_special_or_unwritable_out_in_one_line(small_study, tmp
 
 
 @pytest.mark.ray
-def test_two_sweeps_of_one_study_at_once_only_one_runs(ray_cluster, tmp_path):
+def test_two_sweeps_of_one_study_at_once_only_one_runs(ray_cluster, sweep, tmp_path):
     """Two real drivers with different specs (seed 0 and 1) into one folder: one runs, the other is
     refused with the holder named; then a damaged trial file of the result is moved aside and re-run."""
     storage = tmp_path / "runs"
@@ -216,8 +216,7 @@ def test_two_sweeps_of_one_study_at_once_only_one_runs(ray_cluster, tmp_path):
 
     victim = sorted((study / "trials.parquet").glob("*.parquet"))[0]
     victim.write_bytes(victim.read_bytes()[:100])  # a torn file, as a full disk or a bad copy leaves it
-    again = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(storage), *SMALL,
-                    "--set", f"seed={winner}", env=ray_cluster["env"])
+    again = sweep(TINY, "--storage", storage, *SMALL, "--set", f"seed={winner}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"{victim} is damaged" in again.stderr and "1 of 2 trials already finished; running 1" in again.stderr
     assert len((study / "damaged" / "trials.parquet" / victim.name).read_bytes()) == 100
@@ -225,7 +224,7 @@ def test_two_sweeps_of_one_study_at_once_only_one_runs(ray_cluster, tmp_path):
 
 
 @pytest.mark.ray
-def test_a_killed_drivers_lock_does_not_block_an_immediate_resume(ray_cluster, tmp_path):
+def test_a_killed_drivers_lock_does_not_block_an_immediate_resume(ray_cluster, sweep, tmp_path):
     storage = tmp_path / "runs"
     args = [sys.executable, "-m", "stability.sweep", TINY, "--address", ray_cluster["address"],
             "--storage", str(storage), *SMALL]
@@ -238,8 +237,7 @@ def test_a_killed_drivers_lock_does_not_block_an_immediate_resume(ray_cluster, t
         driver.kill()  # SIGKILL: no chance to release the lock
         driver.wait()
     assert json.loads((study / ".lock").read_text())["pid"] == driver.pid
-    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(storage), *SMALL,
-                  "--resume", env=ray_cluster["env"])
+    out = sweep(TINY, "--storage", storage, *SMALL, "--resume")
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"pid {driver.pid} on host {socket.gethostname()}" in out.stderr and "is gone" in out.stderr
     assert len(pd.read_parquet(study / "trials.parquet")) == 2 and not (study / ".lock").exists()
