@@ -26,7 +26,7 @@ import numpy as np
 from stability.data.checks import DatasetError
 from stability.data.shard_index import (FORMAT, INDEX, SPLITS, VERSION, file_sizes, shard_name, shards_folder, short,
                                         shown)
-from stability.results.storage import write_bytes
+from stability.results.files import atomic_write_bytes as write_bytes
 
 MIN_SIZE, MAX_SIZE = 8, 1024
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

@@ -200,10 +200,6 @@ def location(where: str | os.PathLike | ObjectPath) -> StoragePath:
     return ObjectPath(fs, path, base, path, query)
 
 
-def is_object(path: object) -> bool:
-    return isinstance(path, ObjectPath)
-
-
 def full_uri(path: StoragePath) -> str:
     """The string that `location` turns back into `path` (for a trial process: secrets kept)."""
     return path.full_uri() if isinstance(path, ObjectPath) else str(path)
@@ -212,17 +208,6 @@ def full_uri(path: StoragePath) -> str:
 def arrow_source(path: StoragePath) -> tuple[str | Path, pafs.FileSystem | None]:
     """What pyarrow's readers take for `path`: (path, filesystem), the filesystem None when local."""
     return (path.path, path.fs) if isinstance(path, ObjectPath) else (path, None)
-
-
-def read_bytes(path: StoragePath) -> bytes:
-    return path.read_bytes()
-
-
-def write_bytes(path: StoragePath, data: bytes) -> None:
-    """Atomically: a local file through a temporary name and a rename, an object in one PUT."""
-    from stability.results.files import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
 
 
 def delete_tree(path: StoragePath) -> None:
