@@ -96,15 +96,17 @@ def test_report_every_must_be_a_positive_number(value, capsys):
 # --- one real sweep --------------------------------------------------------------------------------
 
 def _report_processes(study: Path) -> list[int]:
-    """Live processes running the report of `study`."""
+    """Live processes running the report of `study` (named in their environment, not their command line)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                environ = (entry / "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"stability.report" in cmdline and str(study).encode() in cmdline and _alive(int(entry.name)):
+            if (b"stability.report" in cmdline and f"STABILITY_REPORT_STUDY={study}".encode() in environ
+                    and _alive(int(entry.name))):
                 found.append(int(entry.name))
     return found
 
@@ -163,3 +165,27 @@ def test_sweep_with_report_rewrites_the_page_while_trials_run(ray_cluster, tmp_p
     assert niceness and set(niceness.values()) == {19}, niceness  # the lowest priority, below the trials'
     assert _report_processes(study) == []
     assert not list(study.glob(".tmp-*"))
+
+
+def test_the_report_process_gets_the_study_from_its_environment_not_its_command_line(tmp_path, monkeypatch, capsys):
+    """A URI may hold credentials; any user of the machine reads a command line (`ps`), only its owner
+    reads a process's environment: the live report's command names `env:` variables instead."""
+    from stability.report.__main__ import main as report_main
+    from stability.results.storage import location
+    from stability.sweep.live_report import report_command
+    from test_report import make_study
+
+    command, where = report_command(location("s3://KEY:SECRET@bucket/runs?endpoint_override=127.0.0.1:9") / "tiny")
+    assert not [word for word in command if "SECRET" in word or "KEY" in word]
+    assert where["STABILITY_REPORT_STUDY"].startswith("s3://KEY:SECRET@bucket/runs/tiny")
+    study = make_study(tmp_path, samples=2, failed=False)
+    monkeypatch.setenv("STABILITY_REPORT_STUDY", str(study))
+    monkeypatch.setenv("STABILITY_REPORT_OUT", str(tmp_path / "page.html"))
+    assert report_main(command[3:]) == 0 and (tmp_path / "page.html").is_file()
+    capsys.readouterr()
+    monkeypatch.delenv("STABILITY_REPORT_STUDY")
+    with pytest.raises(SystemExit) as info:
+        report_main(command[3:])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == ("error: env:STABILITY_REPORT_STUDY: the environment variable "
+                                               "STABILITY_REPORT_STUDY is not set")

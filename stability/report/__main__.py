@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                "  python -m stability.report runs/default --export-dir figures/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="a study's results folder (<storage>/<study>)")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="a study's results folder (<storage>/<study>) or its URI; "
+                   "env:NAME reads it from the environment variable NAME (a URI with credentials stays out of `ps`)")
     p.add_argument("--out", default=None, help="HTML file to write (default: DIR/report.html for one folder, "
                                                "./report.html for several)")
     p.add_argument("--json", action="store_true",
@@ -56,7 +58,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="instead of the page: export each study to MLflow at this tracking URI, one parent run per "
                         "study and one child run per trial; a trial already there is not added again "
                         "(pip install \"stability[mlflow]\")")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.dirs = [from_environment(d) for d in args.dirs]
+    args.out = from_environment(args.out) if args.out else args.out
+    return args
+
+
+def from_environment(value: str) -> str:
+    """A DIR or --out given as `env:NAME` is the value of that environment variable: a URI that holds
+    credentials stays off the command line, which every user of the machine can read (`ps`)."""
+    if not value.startswith("env:"):
+        return value
+    name = value[4:]
+    if not os.environ.get(name):
+        raise UsageError(f"{value}: the environment variable {name} is not set")
+    return os.environ[name]
 
 
 def out_path(args: argparse.Namespace) -> Path:

@@ -93,23 +93,27 @@ def report_path(storage: str, study: str) -> str:
     return f"{base.rstrip('/')}/{study}/report.html{mark}{query}"
 
 
-def report_command(root) -> list[str]:
-    """The report of the study at `root`, written to `root/report.html` (a URI as the sweep was given
-    it, credentials included, as on the sweep's own command line)."""
+def report_command(root) -> tuple[list[str], dict[str, str]]:
+    """The report of the study at `root`, written to `root/report.html`: the command, and the variables
+    that carry the two locations. A URI may hold credentials, and a command line is readable by every
+    user of the machine (`ps`), a process's environment by its owner only: the command names
+    `env:STABILITY_REPORT_STUDY` and `env:STABILITY_REPORT_OUT`, which the report reads."""
     from stability.results.storage import full_uri
 
-    return [sys.executable, "-m", "stability.report", full_uri(root), "--out", full_uri(root / "report.html")]
+    where = {"STABILITY_REPORT_STUDY": full_uri(root), "STABILITY_REPORT_OUT": full_uri(root / "report.html")}
+    return [sys.executable, "-m", "stability.report", "env:STABILITY_REPORT_STUDY", "--out",
+            "env:STABILITY_REPORT_OUT"], where
 
 
 class ReportJob:
     """A report process (`report_command`) in a session of its own (a Ctrl-C at the terminal is the
     sweep's to handle), at the lowest CPU priority and on one thread, its stderr kept in a file."""
 
-    def __init__(self, command: list[str]):
+    def __init__(self, command: list[str], env: dict[str, str] | None = None):
         self._err = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop or message)
         try:
-            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=self._err, env={**os.environ, **{name: "1" for name in THREADS}},
+            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._err,
+                                         env={**os.environ, **{name: "1" for name in THREADS}, **(env or {})},
                                          start_new_session=True)
         except BaseException:
             self._err.close()
@@ -264,8 +268,8 @@ def live_report(root, enabled: bool, every: float, console, has_results: Callabl
     if not enabled:
         yield None
         return
-    command = report_command(root)
-    live = LiveReport(every, console, lambda: ReportJob(command)).start()
+    command, where = report_command(root)
+    live = LiveReport(every, console, lambda: ReportJob(command, where)).start()
     ended = False
     try:
         yield live
