@@ -192,7 +192,7 @@ def test_a_fused_group_with_one_data_seed_reads_each_batch_once_and_equals_its_t
     reads = []
     if dataset == "shards":
         gather = _Split.gather
-        monkeypatch.setattr(_Split, "gather", lambda self, idx: reads.append(len(idx)) or gather(self, idx))
+        monkeypatch.setattr(_Split, "gather", lambda self, idx, out=None: reads.append(len(idx)) or gather(self, idx, out))
     else:
         from stability.data.imagefolder import _SeededImages
 
