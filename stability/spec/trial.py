@@ -112,25 +112,51 @@ class PatchLosses(StrictModel):
         return self.cosine > 0 or self.contrastive > 0 or self.mixing > 0
 
 
-class Recipe(StrictModel):
-    """The training recipe (Xiao et al. 2021, section 5.4). Defaults suit short small-image runs."""
+FUSED = {"fused": True}  # Recipe marks, see Recipe
+TEACHER = {"teacher": True}
 
-    batch_size: PositiveInt = Field(128, description="images per optimizer step (all workers together)")
-    warmup_epochs: float = Field(5.0, ge=0, description="linear warm-up length in epochs (per-iteration)")
-    warmup_start: float = Field(0.1, gt=0, le=1, description="warm-up starts at this fraction of the peak lr")
-    lr_floor: float = Field(0.005, ge=0, le=1, description="half-cosine ends at this fraction of the peak lr")
-    label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the cross-entropy targets")
+
+class Recipe(StrictModel):
+    """The training recipe (Xiao et al. 2021, section 5.4). Defaults suit short small-image runs.
+
+    Each field says itself who shares it: FUSED, the fused engine implements it as the lone engine
+    does (any other key keeps its default in a fused group); TEACHER, a teacher trained by name
+    takes it from its students (the regularisers and the study's factors stay at their defaults, so
+    the students' sampled knobs share one teacher)."""
+
+    @classmethod
+    def keys(cls, mark: str) -> frozenset[str]:
+        """The fields marked `mark` ("fused" or "teacher")."""
+        return frozenset(name for name, field in cls.model_fields.items()
+                         if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(mark))
+
+    batch_size: PositiveInt = Field(128, description="images per optimizer step (all workers together)",
+                              json_schema_extra=FUSED | TEACHER)
+    warmup_epochs: float = Field(5.0, ge=0, description="linear warm-up length in epochs (per-iteration)",
+                              json_schema_extra=FUSED | TEACHER)
+    warmup_start: float = Field(0.1, gt=0, le=1, description="warm-up starts at this fraction of the peak lr",
+                              json_schema_extra=FUSED | TEACHER)
+    lr_floor: float = Field(0.005, ge=0, le=1, description="half-cosine ends at this fraction of the peak lr",
+                              json_schema_extra=FUSED | TEACHER)
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the cross-entropy targets",
+                              json_schema_extra=FUSED | TEACHER)
     mixup: float = Field(0.0, ge=0, description="mixup alpha (0 = off; the paper uses 0.8)")
     cutmix: float = Field(0.0, ge=0, description="CutMix alpha (0 = off; the paper uses 1.0)")
     ema: bool = Field(False, description="evaluate an exponential moving average of the weights")
     ema_decay: float = Field(0.9998, gt=0, lt=1, description="EMA decay per step (warmed up from 0 as in timm)")
     drop_path: float = Field(0.0, ge=0, lt=1, description="stochastic depth rate (timm drop_path_rate)")
-    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value (None = off)")
-    precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 autocast on CUDA; the CPU always runs fp32")
-    augment: bool = Field(True, description="random translation/crop (and flip where the dataset allows)")
-    eval_batch_size: PositiveInt = Field(512, description="images per evaluation step")
-    compile: bool = Field(False, description="torch.compile the model (pays off on long GPU trials only)")
-    channels_last: bool = Field(True, description="channels-last memory format for conv stems on CUDA")
+    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value (None = off)",
+                              json_schema_extra=FUSED)
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 autocast on CUDA; the CPU always runs fp32",
+                              json_schema_extra=FUSED | TEACHER)
+    augment: bool = Field(True, description="random translation/crop (and flip where the dataset allows)",
+                              json_schema_extra=FUSED | TEACHER)
+    eval_batch_size: PositiveInt = Field(512, description="images per evaluation step",
+                              json_schema_extra=FUSED | TEACHER)
+    compile: bool = Field(False, description="torch.compile the model (pays off on long GPU trials only)",
+                              json_schema_extra=TEACHER)
+    channels_last: bool = Field(True, description="channels-last memory format for conv stems on CUDA",
+                              json_schema_extra=FUSED | TEACHER)
     distillation: Distillation = Field(default_factory=Distillation, description="DeiT distillation (see Distillation)")
     patch_losses: PatchLosses = Field(default_factory=PatchLosses, description="over-smoothing loss weights (see PatchLosses)")
 

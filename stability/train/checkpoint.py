@@ -25,10 +25,10 @@ if TYPE_CHECKING:  # torch is imported where a checkpoint is read or written: na
 CHECKPOINT_FORMAT = 1
 
 
-# Recipe keys a teacher takes from its students; regularisers (mixup, EMA, drop path, the
-# study's factors) stay at their defaults, so the students' sampled knobs share one teacher.
-TEACHER_INHERITS = ("batch_size", "warmup_epochs", "warmup_start", "lr_floor", "label_smoothing", "precision",
-                    "augment", "eval_batch_size", "compile", "channels_last")
+# Recipe keys a teacher takes from its students (marked TEACHER in spec/trial.py); regularisers
+# (mixup, EMA, drop path, the study's factors) stay at their defaults, so the students' sampled knobs
+# share one teacher.
+TEACHER_INHERITS = Recipe.keys("teacher")
 
 
 def teacher_config(cfg: TrialConfig) -> TrialConfig:

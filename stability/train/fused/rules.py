@@ -26,10 +26,9 @@ def check_model_name(name: str) -> None:
 
 
 PER_TRIAL_KEYS = ("lr", "weight_decay", "seed", "extras")
-# Recipe keys the fused loop implements as run_trial does; any other key must keep its default
-# (mixup, cutmix, ema, drop_path, compile, distillation, patch_losses, ...).
-FUSABLE_RECIPE_KEYS = {"batch_size", "warmup_epochs", "warmup_start", "lr_floor", "label_smoothing", "grad_clip",
-                       "precision", "augment", "eval_batch_size", "channels_last"}
+# Recipe keys the fused loop implements as run_trial does (marked FUSED in spec/trial.py); any other
+# key must keep its default (mixup, cutmix, ema, drop_path, compile, distillation, patch_losses, ...).
+FUSABLE_RECIPE_KEYS = Recipe.keys("fused")
 
 
 def shared_settings(cfg: TrialConfig) -> dict[str, Any]:
