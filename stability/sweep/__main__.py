@@ -60,8 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="validate and print the trial plan as JSON; start nothing")
     p.add_argument("--cluster", type=cluster_size, default=None, metavar="CPUS,GPUS",
                    help="with --dry-run: the cluster the estimate assumes (default: this machine)")
-    p.add_argument("--calibrate", action="store_true", help="with --dry-run: time a few training steps of each "
-                   "shape no figure covers on this machine first, cached in <storage>/.calibration/")
+    p.add_argument("--calibrate", action="store_true", help="time a few training steps of each shape no figure "
+                   "covers first (a dry run: on this machine), cached in <storage>/.calibration/; a run on a cluster "
+                   "with GPUs does so by itself")
     p.add_argument("--report", action="store_true", help="rewrite <study>/report.html as trials finish, and once at the end")
     p.add_argument("--report-every", type=_seconds, default=DEFAULT_EVERY_S, metavar="SECONDS",
                    help="with --report: at most one report per SECONDS (default: %(default)g)")

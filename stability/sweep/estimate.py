@@ -146,7 +146,7 @@ def estimate(spec: StudySpec, groups: list[list[TrialConfig]], figures: dict[str
         sources.setdefault(figure.where, set()).add(group[0].model)
     if missing:
         return Estimate(None, None, f"no estimate: no calibration or earlier study measured "
-                                    f"{'; '.join(sorted(set(missing.values())))}", n_slots, len(groups),
+                                    f"{'; '.join(sorted(set(missing.values())))} (--calibrate times them first)", n_slots, len(groups),
                         details={"missing": sorted(set(missing.values()))})
     trials_s = makespan(durations, n_slots)
     shares = [seconds / n_slots for seconds in durations]

@@ -288,9 +288,10 @@ def _calibrate_task(groups: list[list[TrialConfig]], threads: int, workers: int)
 
 
 def run_estimate(spec: StudySpec, todo: list[TrialConfig], resources: dict[str, Any], storage_root, study_root,
-                 address: str | None, saved_groups: list[list[str]] = ()) -> Estimate:
-    """A run's estimate on the cluster it joined: figures read, missing shapes calibrated (cached),
-    then the arithmetic. The calibration runs as many Ray tasks at once, each holding one trial's
+                 address: str | None, saved_groups: list[list[str]] = (), calibrate: bool = False) -> Estimate:
+    """A run's estimate on the cluster it joined: figures read, missing shapes calibrated (cached) on a
+    cluster with GPUs or with `calibrate` (--calibrate; a CPU study, a laptop's or a test's, starts its
+    trials at once and its progress line's ETA follows their pace), then the arithmetic. The calibration runs as many Ray tasks at once, each holding one trial's
     resources, as trials will share a device in the run (`sharing`: trials per GPU, or the trials
     at once on a CPU-only cluster, at most 8), so it meets the contention the trials will meet;
     the figures are the mean of the copies."""
@@ -306,7 +307,7 @@ def run_estimate(spec: StudySpec, todo: list[TrialConfig], resources: dict[str, 
     groups = processes(spec, todo, saved_groups)
     missing = missing_groups(groups, figures)
     spent = 0.0
-    if missing:
+    if missing and (calibrate or gpus > 0):
         start = time.monotonic()
         task = ray.remote(_calibrate_task).options(num_cpus=resources["cpus_per_worker"],
                                                     num_gpus=resources["gpus_per_worker"])

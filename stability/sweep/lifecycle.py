@@ -12,7 +12,6 @@ import argparse
 import json
 import shlex
 import signal
-import sys
 from pathlib import Path
 
 from stability.cli import UsageError
@@ -237,7 +236,7 @@ def run(args: argparse.Namespace, spec: StudySpec, root, console, stop: StopSign
             from stability.sweep.progress import SweepProgress
 
             estimate = safe_run_estimate(spec, todo, resources, storage_root(args.storage), root, args.address,
-                                         store.read_groups())
+                                         store.read_groups(), calibrate=args.calibrate)
             console.print(estimate_line(estimate))
             with (SweepProgress(total=len(plan), already_done=len(plan) - len(todo), console=console,
                                 estimate=estimate) as progress,
