@@ -6,6 +6,7 @@ import sys
 from typing import NoReturn
 
 EXIT_USAGE = 2  # invalid input: one line on stderr, no traceback, nothing written
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
 
 
 class UsageError(Exception):
@@ -17,6 +18,19 @@ def first_line(exc: BaseException) -> str:
     one-line error shows of a library's multi-line message."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse says the rest in its one line)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

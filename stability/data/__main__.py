@@ -11,20 +11,7 @@ import argparse
 import os
 import sys
 
-from stability.cli import fail
-
-EXIT_INTERRUPTED = 130
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
+from stability.cli import EXIT_INTERRUPTED, fail, positive_int
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m stability.data", description="Prepare datasets for studies.")
@@ -36,10 +23,10 @@ def parser() -> argparse.ArgumentParser:
         "written atomically; run again after a stop to write only what is missing. A study reads them as "
         "dataset: {name: shards, root: DST, img_size: ...}.")
     c.add_argument("src", metavar="SRC", help="folder holding train/<class>/ and val/<class>/ images")
-    c.add_argument("--size", type=_positive, required=True, metavar="S", help="short side in pixels, e.g. 160 or 256")
+    c.add_argument("--size", type=positive_int, required=True, metavar="S", help="short side in pixels, e.g. 160 or 256")
     c.add_argument("--out", required=True, metavar="DST", help="output folder or URI")
-    c.add_argument("--images-per-shard", type=_positive, default=1024, metavar="N", help="images per shard (default 1024)")
-    c.add_argument("--workers", type=_positive, default=os.cpu_count() or 1, metavar="W",
+    c.add_argument("--images-per-shard", type=positive_int, default=1024, metavar="N", help="images per shard (default 1024)")
+    c.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, metavar="W",
                    help="decoding processes (default: one per CPU core)")
     return p
 

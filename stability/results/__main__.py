@@ -9,24 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stability.cli import EXIT_USAGE, fail, first_line
+from stability.cli import EXIT_INTERRUPTED, EXIT_USAGE, fail, first_line, positive_int
 from stability.results.compact import ROWS_PER_FILE, compact
 from stability.results.lock import LockHeld, study_lock
 from stability.results.storage import location, public_uri
 from stability.results.store import ResultsStore, StoreError
-
-EXIT_INTERRUPTED = 130
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m stability.results", description="Maintain a study folder's results.")
@@ -40,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="example: python -m stability.results compact runs/default; "
         "python -m stability.results compact 's3://bucket/runs/paper?endpoint_override=host:9000&scheme=http'")
     c.add_argument("study", help="the study folder, or a pyarrow.fs URI of it (s3://bucket/runs/<study>)")
-    c.add_argument("--rows-per-file", type=_positive, default=ROWS_PER_FILE,
+    c.add_argument("--rows-per-file", type=positive_int, default=ROWS_PER_FILE,
                    help=f"rows per file at most (a trial's curve is never split; default {ROWS_PER_FILE})")
     return p
 

@@ -19,7 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
-from stability.cli import UsageError, fail
+from stability.cli import UsageError, fail, positive_int
 from stability.spec import (
     SpecError,
     builtin_description,
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--storage", default="runs", help="results folder or pyarrow.fs URI (e.g. s3://bucket/runs, a custom endpoint in its query: "
                    "?endpoint_override=host:port); the study writes <storage>/<name>/ (default: ./runs)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted study from its saved study.yaml")
-    p.add_argument("--add-samples", type=_positive, default=None, metavar="N",
+    p.add_argument("--add-samples", type=positive_int, default=None, metavar="N",
                    help="extend a study by N more points per optimizer: the sequence continues, finished trials keep "
                         "their ids and results, only the new trials run (not for grid studies)")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
@@ -74,16 +74,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and tables")
     return p.parse_args(argv)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _seconds(text: str) -> float:
