@@ -163,15 +163,18 @@ def sweep_in_process(cluster: dict, monkeypatch, args) -> subprocess.CompletedPr
     import io
 
     import ray
+    from ray._raylet import AuthenticationTokenLoader, Config
 
     from stability.sweep.__main__ import main as sweep_main
 
-    for name in ("RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
-        monkeypatch.setenv(name, cluster["env"][name])
-    from ray._raylet import AuthenticationTokenLoader, Config
+    def reload_auth() -> None:  # Ray's C++ side reads RAY_AUTH_MODE and the token once per process
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
 
-    Config.initialize("")  # Ray's C++ side read RAY_AUTH_MODE and the token once per process: read them again
-    AuthenticationTokenLoader.instance().reset_cache()
+    names = ("RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: cluster["env"][name] for name in names})
+    reload_auth()
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -180,6 +183,12 @@ def sweep_in_process(cluster: dict, monkeypatch, args) -> subprocess.CompletedPr
         code = exc.code
     finally:
         ray.shutdown()
+        for name, value in saved.items():  # this process as it was: a later private Ray instance needs no token
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        reload_auth()
     return subprocess.CompletedProcess(["stability.sweep", *args], code, out.getvalue(), err.getvalue())
 
 
