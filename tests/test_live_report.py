@@ -240,7 +240,7 @@ def test_failed_reports_are_said_once_and_the_block_goes_on(monkeypatch):
     """Every report fails (exit 2): the sweep's block runs to its end, stderr gets one line."""
     log: list[FakeJob] = []
     lock = threading.Lock()
-    monkeypatch.setattr(lr, "ReportJob", lambda command: FakeJob(log, lock, code=2, message="error: no trials"))
+    monkeypatch.setattr(lr, "ReportJob", lambda command, where: FakeJob(log, lock, code=2, message="error: no trials"))
     err = io.StringIO()
     with live_report(Path("study"), True, 0.05, Console(file=err, width=300), lambda: True) as live:
         for n in range(1, 4):
@@ -254,7 +254,7 @@ def test_failed_reports_are_said_once_and_the_block_goes_on(monkeypatch):
 def test_a_stopped_block_gets_its_final_report_before_the_interrupt_goes_on(monkeypatch):
     log: list[FakeJob] = []
     lock = threading.Lock()
-    monkeypatch.setattr(lr, "ReportJob", lambda command: FakeJob(log, lock))
+    monkeypatch.setattr(lr, "ReportJob", lambda command, where: FakeJob(log, lock))
     with (pytest.raises(KeyboardInterrupt),
           live_report(Path("study"), True, 60, Console(file=io.StringIO()), lambda: True) as live):
         live.changed()
