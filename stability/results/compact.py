@@ -27,7 +27,7 @@ from stability.results.files import atomic_path
 from stability.results.schema import SCHEMA_VERSION
 from stability.results.storage import ObjectPath, StoragePath, location
 from stability.results.store import ResultsStore, read_sound
-from stability.results.tables import CURVE_KEYS, TRIAL_KEYS, table_files
+from stability.results.tables import CURVE_KEYS, TRIAL_KEYS, per_file, table_files
 
 ROWS_PER_FILE = 250_000
 
@@ -70,18 +70,6 @@ def _write(table: pa.Table, path: StoragePath) -> None:
         pq.write_table(table, tmp)
 
 
-def _delete(paths: list[StoragePath]) -> None:
-    """Delete files; on an object store each is a request, so a pool of threads sends them."""
-    if len(paths) < 8:
-        for path in paths:
-            path.unlink(missing_ok=True)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda path: path.unlink(missing_ok=True), paths))
-
-
 def _remove_empty_folders(table: Path) -> None:
     """Partition folders (`model=.../`) emptied by the compaction go too (local folders only)."""
     for folder, _, _ in sorted(os.walk(table), key=lambda item: -len(item[0])):
@@ -117,7 +105,8 @@ def compact_table(store: ResultsStore, folder: StoragePath, keys: tuple[str, ...
         aside.unlink()
     else:
         keep = {str(folder / name) for name in names}
-        _delete([file.path for file in table_files(folder) if str(file.path) not in keep])
+        per_file(lambda path: path.unlink(missing_ok=True),
+                 [file.path for file in table_files(folder) if str(file.path) not in keep])
         if not isinstance(folder, ObjectPath):
             _remove_empty_folders(folder)
     return TableCompaction(folder.name, len(files), len(chunks), data.num_rows, len(damaged))

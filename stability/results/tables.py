@@ -19,7 +19,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable, TypeVar
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -36,6 +36,7 @@ CURVE_KEYS = tuple(c.name for c in CURVE_COLUMNS if c.role == "key")  # study, t
 KNOWN_TYPES = {c.name: c.type for c in (*TRIAL_COLUMNS, *CURVE_COLUMNS)}
 
 _said: set[str] = set()
+T = TypeVar("T")
 
 
 def say_once(message: str) -> None:
@@ -112,15 +113,20 @@ def check_file(file: TableFile, keys: tuple[str, ...]) -> tuple[pq.FileMetaData 
     return meta, None
 
 
-def checked(files: list[TableFile], keys: tuple[str, ...]) -> list[tuple[TableFile, pq.FileMetaData | None, str | None]]:
-    """`check_file` of every file, in the files' order; footers are read by a pool of threads (on an
-    object store each is a request: one after another, a study of 10,000 trials waits on 20,000)."""
-    if len(files) < 8:
-        return [(f, *check_file(f, keys)) for f in files]
+def per_file(fn: Callable[[Any], T], items: list[Any]) -> list[T]:
+    """`fn` of every item, in order, by a pool of threads once there are a few: on an object store
+    each call is a request, and one after another a study of 10,000 trials waits on 20,000."""
+    if len(items) < 8:
+        return [fn(item) for item in items]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(min(16, len(files))) as pool:
-        return [(f, *result) for f, result in zip(files, pool.map(lambda f: check_file(f, keys), files))]
+    with ThreadPoolExecutor(min(16, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def checked(files: list[TableFile], keys: tuple[str, ...]) -> list[tuple[TableFile, pq.FileMetaData | None, str | None]]:
+    """`check_file` of every file, in the files' order (footers read by `per_file`'s threads)."""
+    return [(f, *result) for f, result in zip(files, per_file(lambda f: check_file(f, keys), files))]
 
 
 def trial_ids(file: TableFile, meta: pq.FileMetaData) -> set[str]:
