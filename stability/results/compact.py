@@ -83,7 +83,7 @@ def _remove_empty_folders(table: Path) -> None:
 def compact_table(store: ResultsStore, folder: StoragePath, keys: tuple[str, ...], rows_per_file: int) -> TableCompaction:
     """Rewrite one table of the study (trials or curves) as few files; see the module's docstring."""
     files = table_files(folder)
-    data, damaged = read_sound(folder, keys)
+    data, damaged = read_sound(folder, keys, files)
     for file, why in damaged:
         store.move_aside(file.path, why)
     if data is None:
@@ -105,8 +105,8 @@ def compact_table(store: ResultsStore, folder: StoragePath, keys: tuple[str, ...
         aside.unlink()
     else:
         keep = {str(folder / name) for name in names}
-        per_file(lambda path: path.unlink(missing_ok=True),
-                 [file.path for file in table_files(folder) if str(file.path) not in keep])
+        per_file(lambda path: path.unlink(missing_ok=True),  # the study lock kept others from adding files
+                 [file.path for file in files if str(file.path) not in keep])
         if not isinstance(folder, ObjectPath):
             _remove_empty_folders(folder)
     return TableCompaction(folder.name, len(files), len(chunks), data.num_rows, len(damaged))

@@ -293,10 +293,11 @@ def read_table(table: StoragePath, keys: tuple[str, ...]) -> tuple[pa.Table | No
     return data, sorted(str(file.path) for file, _ in damaged)
 
 
-def read_sound(table: StoragePath, keys: tuple[str, ...]) -> tuple[pa.Table | None, list[tuple[TableFile, str]]]:
-    """`read_table`, with each damaged file and why."""
+def read_sound(table: StoragePath, keys: tuple[str, ...],
+               files: list[TableFile] | None = None) -> tuple[pa.Table | None, list[tuple[TableFile, str]]]:
+    """`read_table`, with each damaged file and why (`files`: the table's, when listed already)."""
     good, schemas, damaged = [], [], []
-    for file, meta, why in checked(table_files(table), keys):
+    for file, meta, why in checked(table_files(table) if files is None else files, keys):
         if why is None:
             good.append(file)
             schemas.append(meta.schema.to_arrow_schema())
