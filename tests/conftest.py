@@ -151,14 +151,14 @@ def wait_for(predicate, timeout: float, every: float = 0.5) -> bool:
 
 
 @pytest.fixture
-def sweep(ray_cluster, monkeypatch):
+def sweep(ray_cluster):
     """`python -m stability.sweep ARGS --address <the shared cluster>` run in this process (no new
     interpreter, no second import of torch and Ray); returns its exit code, stdout and stderr as
     `run_cli` does. For runs that need no process of their own (one that is killed needs one)."""
-    return lambda *args: sweep_in_process(ray_cluster, monkeypatch, args)
+    return lambda *args: sweep_in_process(ray_cluster, args)
 
 
-def sweep_in_process(cluster: dict, monkeypatch, args) -> subprocess.CompletedProcess:
+def sweep_in_process(cluster: dict, args) -> subprocess.CompletedProcess:
     import contextlib
     import io
 
@@ -198,7 +198,6 @@ def tiny_study(ray_cluster, tmp_path_factory):
     run on the shared cluster and shared by the tests that read it; a test that changes it copies it.
     Yields the study folder, its storage and the sweep's stderr."""
     storage = tmp_path_factory.mktemp("shared") / "runs"
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        out = sweep_in_process(ray_cluster, monkeypatch, [TESTS / "data" / "tiny.yaml", "--storage", storage])
+    out = sweep_in_process(ray_cluster, [TESTS / "data" / "tiny.yaml", "--storage", storage])
     assert out.returncode == 0, out.stderr[-3000:]
     return {"study": storage / "tiny", "storage": storage, "stderr": out.stderr}
