@@ -8,6 +8,7 @@ diverged trials count at their recorded error.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import warnings
@@ -29,7 +30,8 @@ from optuna.importance import (
     PedAnovaImportanceEvaluator,
     get_param_importances,
 )
-from optuna.trial import FrozenTrial, create_trial
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from analysis.edges import knobs_for
 from analysis.stats import ERROR, GROUP_KEYS, _plain, iter_groups, usable_trials
@@ -113,11 +115,39 @@ def evaluator(method: str, n: int, seed: int):
     raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
-def evaluate(trials: Sequence[FrozenTrial], names: Sequence[str], method: str, seed: int) -> dict[str, float]:
-    """Normalised importances of `names` on a fresh in-memory study holding `trials` (0 for a knob
-    no trial sets)."""
-    study = optuna.create_study(direction="minimize")
-    study.add_trials(trials)
+class _Trials:
+    """What Optuna's importance evaluators read of a study (its complete trials, one minimised
+    objective) over a list of trials that may repeat (a bootstrap resample): each entry a shallow
+    copy with its own number and id, as `Study.add_trials` numbers them. Hand-written because
+    `add_trials` deep-copies and checks every trial, which was half of a paper-sized report's build;
+    `tests/test_importance_edges.py` checks that both give the same importances."""
+
+    directions = [StudyDirection.MINIMIZE]
+
+    def __init__(self, trials: Sequence[FrozenTrial]):
+        self._trials = []
+        for number, trial in enumerate(trials):
+            entry = copy.copy(trial)
+            entry.number, entry._trial_id = number, number
+            self._trials.append(entry)
+
+    @property
+    def direction(self) -> StudyDirection:
+        return self.directions[0]
+
+    def _is_multi_objective(self) -> bool:
+        return False
+
+    def get_trials(self, deepcopy: bool = True, states: Sequence[TrialState] | None = None) -> list[FrozenTrial]:
+        trials = [t for t in self._trials if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+
+def evaluate(trials: Sequence[FrozenTrial], names: Sequence[str], method: str, seed: int,
+             study: Any = None) -> dict[str, float]:
+    """Normalised importances of `names` over `trials` (0 for a knob no trial sets); `study`: an
+    Optuna study holding exactly `trials` (default: a view of them, see `_Trials`)."""
+    study = _Trials(trials) if study is None else study
     present = [name for name in names if any(name in t.params for t in trials)]
     found = get_param_importances(study, evaluator=evaluator(method, len(trials), seed), params=present) \
         if present else {}
