@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from stability.sampling import plan_trials
     from stability.spec import load_spec
     from stability.train.engine import run_trial
-    from stability.train.state import CheckpointPolicy, TrialCheckpoint
+    from stability.train.checkpoint import CheckpointPolicy, TrialCheckpoint
 
     torch.set_num_threads(args.threads)
     plan = [cfg.model_copy(update={"epochs": args.epochs}) for cfg in plan_trials(load_spec("default"))[:args.trials]]

@@ -9,7 +9,7 @@ import torch
 
 from stability.spec import TrialConfig
 from stability.train.engine import run_trial
-from stability.train.state import CheckpointPolicy, TrialCheckpoint
+from stability.train.checkpoint import CheckpointPolicy, TrialCheckpoint
 
 EPOCHS = 4
 

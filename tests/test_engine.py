@@ -14,7 +14,7 @@ from conftest import run_cli
 from stability.data import load_dataset
 from stability.spec.trial import TrialConfig
 from stability.train import engine
-from stability.train.checkpoint import load_checkpoint
+from stability.train.teacher import load_checkpoint
 from stability.train.engine import chance_error, evaluate, run_trial
 from stability.train.losses import Objective
 from stability.train.optim import build_optimizer, warmup_cosine

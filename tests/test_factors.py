@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TESTS, run_cli
-from stability.train.checkpoint import load_checkpoint, teacher_config
+from stability.train.teacher import load_checkpoint, teacher_config
 from stability.spec.trial import TrialConfig
 from stability.train.engine import run_trial
 from stability.train.losses import Objective, TrainForward, contrastive_loss, distillation_loss, patch_cutmix

@@ -210,7 +210,7 @@ def test_lock_on_object_storage_is_held_refused_and_released(s3):
 def test_checkpoint_saved_loaded_and_deleted_through_a_uri(s3):
     import torch
 
-    from stability.train.state import TrialCheckpoint
+    from stability.train.checkpoint import TrialCheckpoint
 
     folder = fresh(s3).replace("?", "/checkpoints/key?")
     checkpoint = TrialCheckpoint(folder)

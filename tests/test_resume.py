@@ -17,7 +17,7 @@ import torch
 from conftest import REPO, trial_workers, wait_for
 from stability.sampling import plan_trials
 from stability.spec import load_spec
-from stability.train.state import STATE_FILE
+from stability.train.checkpoint import STATE_FILE
 
 pytestmark = pytest.mark.ray
 

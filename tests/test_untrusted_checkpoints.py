@@ -15,7 +15,7 @@ import torch
 
 from stability.train.engine import run_trial
 from stability.train.owner import OWNER_FILE, checkpoint_owner
-from stability.train.state import CheckpointPolicy, TrialCheckpoint
+from stability.train.checkpoint import CheckpointPolicy, TrialCheckpoint
 from tests.test_checkpoints import Interrupted, config, interrupt_after, same_outcome
 
 

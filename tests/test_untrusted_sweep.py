@@ -16,7 +16,7 @@ import yaml
 
 from stability.sampling import plan_trials
 from stability.spec import load_spec
-from stability.train.state import STATE_FILE
+from stability.train.checkpoint import STATE_FILE
 from test_resume import start_sweep
 
 pytestmark = pytest.mark.ray

@@ -271,7 +271,7 @@ def test_train_cli_checkpoint_that_cannot_be_written_after_training_is_one_line(
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(path).parent / ".tmp-123"))
 
-    monkeypatch.setattr("stability.train.checkpoint.atomic_write_bytes", full)
+    monkeypatch.setattr("stability.train.teacher.atomic_write_bytes", full)
     target = tmp_path / "t.pt"
     with pytest.raises(SystemExit) as info:
         train_main("--save-checkpoint", str(target))

@@ -51,7 +51,7 @@ def check_factors(plan: list[TrialConfig], workers_per_trial: int = 1) -> None:
     from stability.data.checks import data_shape, resolve_img_size
     from stability.models import has_patch_tokens, list_models
     from stability.models.catalog import check_model_input
-    from stability.train.checkpoint import check_teacher_fits, load_checkpoint
+    from stability.train.teacher import check_teacher_fits, load_checkpoint
 
     check_trials(plan, workers_per_trial)
     seen: set[str] = set()

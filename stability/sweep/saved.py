@@ -54,10 +54,10 @@ def check_checkpoints(checkpoints_dir: StoragePath, groups: list[list[TrialConfi
                       say: Callable[[str], None]) -> int:
     """Say, once per group, which checkpoints about to be used are not their group's: another
     trial's copy, another group's, or one with no owner record. The trial process refuses such a
-    state by itself (`train.state.TrialCheckpoint.load`); this is what tells the user. Returns how
+    state by itself (`train.checkpoint.TrialCheckpoint.load`); this is what tells the user. Returns how
     many were found."""
     from stability.train.owner import OWNER_FILE, checkpoint_owner, owner_mismatch
-    from stability.train.state import STATE_FILE
+    from stability.train.checkpoint import STATE_FILE
 
     present = _keys_with_state(checkpoints_dir, STATE_FILE)
     foreign = 0

@@ -14,7 +14,7 @@ from typing import Any
 
 from stability.results.storage import StoragePath, location
 from stability.spec.trial import TrialConfig
-from stability.train.checkpoint import teacher_config, teacher_is_checkpoint
+from stability.train.teacher import teacher_config, teacher_is_checkpoint
 
 
 def teacher_key(cfg: TrialConfig) -> str | None:

@@ -18,7 +18,7 @@ from stability.spec.trial import TrialConfig
 from stability.sweep.callbacks import FINAL, MEMBER, group_key
 from stability.sweep.secrets import use_environment
 from stability.sweep.teachers import teacher_key
-from stability.train.checkpoint import from_bytes
+from stability.train.teacher import from_bytes
 
 
 def _report_to(report: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
@@ -56,7 +56,7 @@ def trial_checkpoint(config: dict[str, Any], cfgs: list[TrialConfig], root: str 
     if not where or where["every"] == 0 or root is None:
         return None
     from stability.results.storage import location
-    from stability.train.state import CheckpointPolicy, TrialCheckpoint
+    from stability.train.checkpoint import CheckpointPolicy, TrialCheckpoint
 
     return TrialCheckpoint(location(root) / group_key(cfgs), CheckpointPolicy(every_epochs=where["every"]))
 

@@ -102,7 +102,7 @@ def check_factors(cfg: TrialConfig) -> None:
     need patch tokens."""
     from stability.data.checks import data_shape, resolve_img_size
     from stability.models import has_patch_tokens
-    from stability.train.checkpoint import (
+    from stability.train.teacher import (
         check_teacher_fits,
         load_checkpoint,
         teacher_is_checkpoint,
@@ -125,7 +125,7 @@ def check_factors(cfg: TrialConfig) -> None:
 
 def train(argv: list[str] | None = None) -> dict:
     """Run one trial from command-line arguments and return its metrics."""
-    from stability.train.checkpoint import check_writable
+    from stability.train.teacher import check_writable
     from stability.train.engine import resolve_device, run_trial
 
     args = parse_args(argv)

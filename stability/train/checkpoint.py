@@ -1,149 +1,192 @@
-"""Model checkpoints: what a distillation teacher is stored as, and how it comes back.
+"""Mid-trial checkpoints: a trial's whole state at the end of an epoch, and how it comes back.
 
-A checkpoint is a plain dict saved with torch.save: the model name and build arguments, the data
-shape it was trained for, its weights, and its final top-1 error. It rebuilds without the config
-that trained it, so a teacher can be given as a path (`train.distillation.teacher: t.pt`).
+The state is everything the rest of the run depends on: weights, optimizer, schedule, EMA, the
+step count, the curve so far and every random source (Python, NumPy, torch CPU and CUDA, the
+data-order generator, the objective's own generator). A trial resumed from it ends with exactly
+the result and curve of the same trial run without interruption (CPU, same thread count).
+
+The engine writes the latest state only, atomically, into a folder it is given (the sweep gives
+`<study>/checkpoints/<trial_id>/`, reachable by a retry, a `--resume` and a worker on another
+node); the driver deletes the folder once the trial's row is stored. Written here rather than
+with Ray's checkpoint API because the engine runs without Ray (`python -m stability.train`), and
+a plain file in the study's storage is found the same way by all three kinds of restart.
+The folder may be on an object store (a `pyarrow.fs` URI such as `s3://bucket/runs/study/checkpoints/<key>`):
+the file is then written in one PUT and read back whole (stability/results/storage.py).
 """
 
 from __future__ import annotations
 
 import io
-import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
-from stability.cli import first_line
-from stability.results import files
+import numpy as np
+import torch
+
 from stability.results.files import atomic_write_bytes
-from stability.spec.errors import TrialSetupError
-from stability.spec.trial import Recipe, TrialConfig
+from stability.results.storage import ObjectPath, StoragePath, delete_tree, location
+from stability.train.owner import OWNER_FILE, checkpoint_owner, owner_mismatch
 
-if TYPE_CHECKING:  # torch is imported where a checkpoint is read or written: naming a teacher needs none
-    import torch
-    from torch import nn
-
-CHECKPOINT_FORMAT = 1
+STATE_FILE = "state.pt"
+STATE_FORMAT = 2  # 2: loaded with weights_only=True, names its owner
+DEFAULT_INTERVAL_S = 300.0  # time-based default: short trials never pay, long ones lose at most this
 
 
-# Recipe keys a teacher takes from its students (marked TEACHER in spec/trial.py); regularisers
-# (mixup, EMA, drop path, the study's factors) stay at their defaults, so the students' sampled knobs
-# share one teacher.
-TEACHER_INHERITS = Recipe.keys("teacher")
+@dataclass
+class CheckpointPolicy:
+    """When to checkpoint: every `every_epochs` epochs (0 = never), or, when it is None, at the end
+    of the first epoch that ends `interval_s` seconds or more after the last checkpoint."""
+
+    every_epochs: int | None = None
+    interval_s: float = DEFAULT_INTERVAL_S
+
+    def due(self, epoch: int, seconds_since_last: float) -> bool:
+        if self.every_epochs is not None:
+            return self.every_epochs > 0 and epoch % self.every_epochs == 0
+        return seconds_since_last >= self.interval_s
 
 
-def teacher_config(cfg: TrialConfig) -> TrialConfig:
-    """The trial that trains `cfg`'s teacher when it is given by model name: the study's data, the
-    basic recipe keys of TEACHER_INHERITS, and the teacher recipe's optimizer, lr, wd and length."""
-    teach = cfg.train.distillation.teacher_recipe
-    recipe = cfg.train.model_dump(include=set(TEACHER_INHERITS))
-    return TrialConfig(
-        model=cfg.train.distillation.teacher, optimizer=teach.optimizer, lr=teach.lr,
-        weight_decay=teach.weight_decay, epochs=teach.epochs, seed=teach.seed, dataset=cfg.dataset,
-        train=Recipe(**recipe),
-    )
+@dataclass
+class TrialCheckpoint:
+    """The latest checkpoint of one trial (or one fused group) in `folder` (a path, or a URI string).
+
+    The engine binds it to its trials (`bind`): a saved state names them (`owner.checkpoint_owner`),
+    and `load` returns only a state of exactly those trials. Anything else there (a copy from another
+    trial, another group, a damaged or refused file, a pickle that would run code) counts as no
+    checkpoint: said once on stderr, and the trial starts over."""
+
+    folder: StoragePath
+    policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    last_saved: float = field(default_factory=time.monotonic)
+    owner: dict[str, Any] | None = None
+    ignored: str | None = None  # why the state found here is not used; "" once this run saved its own
+
+    def __post_init__(self) -> None:
+        self.folder = location(self.folder)
+
+    @property
+    def path(self) -> StoragePath:
+        return self.folder / STATE_FILE
+
+    def bind(self, cfgs: list) -> TrialCheckpoint:
+        """Whose checkpoint this is: the trial, or the fused group's members in order."""
+        self.owner = checkpoint_owner(cfgs)
+        return self
+
+    def due(self, epoch: int) -> bool:
+        return self.policy.due(epoch, time.monotonic() - self.last_saved)
+
+    def save(self, state: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save({"format": STATE_FORMAT, "owner": self.owner, **state}, buffer)
+        if self.owner is not None and self.ignored != "":  # once per run (one PUT less per save on a store), and
+            # before the state: this trial's state is never left beside another trial's owner record
+            atomic_write_bytes(self.folder / OWNER_FILE, json.dumps(self.owner).encode())
+        atomic_write_bytes(self.path, buffer.getvalue())
+        self.last_saved = time.monotonic()
+        self.ignored = ""  # the state here is this trial's own now
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state of this checkpoint's owner, or None when there is none. Read with
+        `weights_only=True`: tensors and plain containers only, no code runs."""
+        if self.ignored:
+            return None
+        try:
+            source = io.BytesIO(self.path.read_bytes()) if isinstance(self.path, ObjectPath) else self.path
+            state = torch.load(source, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # truncated, foreign, or refused by the weights-only unpickler
+            return self.refuse(f"unreadable or refused ({_first_line(exc)})")
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            return self.refuse("not a checkpoint of this version")
+        why = owner_mismatch(state.get("owner"), self.owner) if self.owner is not None else None
+        return self.refuse(why) if why else state
+
+    def refuse(self, why: str) -> None:
+        """Count the state here as none from now on (until this trial saves its own), said once on stderr."""
+        if not self.ignored:
+            print(f"checkpoint {self.path}: {why}; ignored, the trial starts over", file=sys.stderr, flush=True)
+        self.ignored = why
+
+    def refuse_unfit(self, exc: BaseException) -> None:
+        """The state names this checkpoint's owner but could not be restored into it."""
+        self.refuse(f"it does not fit its trials ({_first_line(exc)})")
+
+    def delete(self) -> None:
+        delete_tree(self.folder)
 
 
-def teacher_is_checkpoint(teacher: str) -> bool:
-    """A teacher ending in .pt/.pth or naming an existing file is a checkpoint, else a model name."""
-    return teacher.endswith((".pt", ".pth")) or Path(teacher).is_file()
+def _first_line(exc: BaseException) -> str:
+    """torch's refusal names the global it refused on a line of its own; other errors say it first."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return next((line for line in lines if line.startswith("WeightsUnpickler")), lines[0])[:200]
 
 
-def checkpoint_dict(model: nn.Module, cfg: TrialConfig, data, metrics: dict[str, Any]) -> dict[str, Any]:
+def global_random_states() -> dict[str, Any]:
+    """The process-wide random sources: Python, NumPy (timm's Mixup), torch CPU and CUDA."""
     return {
-        "format": CHECKPOINT_FORMAT, "model": cfg.model, "model_args": dict(cfg.model_args),
-        "num_classes": data.num_classes, "img_size": data.img_size, "in_chans": data.in_chans,
-        "top1_err": metrics.get("top1_err"), "trial_id": cfg.trial_id,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "python": random.getstate(),
+        "numpy": _numpy_state(np.random.get_state()),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
 
 
-def to_bytes(checkpoint: dict[str, Any]) -> bytes:
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    return buffer.getvalue()
-
-
-def from_bytes(blob: bytes) -> dict[str, Any]:
-    import torch
-
-    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+def _numpy_state(state: tuple) -> dict[str, Any]:
+    """NumPy's legacy generator state as types `torch.load(weights_only=True)` reads (no NumPy arrays)."""
+    kind, keys, pos, has_gauss, cached = state
+    return {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
 
 
-def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write atomically: a reader (or a resumed sweep) never sees half a checkpoint."""
-    atomic_write_bytes(path, to_bytes(checkpoint))
+def _numpy_state_back(state: dict[str, Any]) -> tuple:
+    return (state["kind"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+            state["cached_gaussian"])
 
 
-def check_writable(path: str | os.PathLike) -> None:
-    """TrialSetupError unless a checkpoint can be written at `path` (checked before training, so a
-    trained model is never lost to an unwritable path)."""
-    try:
-        files.check_writable(path)
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename and os.fspath(exc.filename) != os.fspath(path) else ""
-        raise TrialSetupError(f"cannot write {path}: {where}{exc.strerror or exc}") from None
+def set_global_random_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(_numpy_state_back(states["numpy"]))
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint file; a one-line TrialSetupError when it is missing, not one of ours, or
-    names a model or model arguments this version cannot build."""
-    import torch
-
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise TrialSetupError(f"teacher checkpoint {path} does not exist") from None
-    except Exception as exc:  # torch raises many types for foreign or damaged files
-        raise TrialSetupError(f"cannot read teacher checkpoint {path}: {first_line(exc)}") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise TrialSetupError(f"{path} is not a stability checkpoint (save one with stability.train --save-checkpoint)")
-    check_checkpoint(checkpoint, path)
-    return checkpoint
+def random_states(generator: torch.Generator, objective_rng: np.random.Generator) -> dict[str, Any]:
+    """Every random source a trial draws from: the process-wide ones, its data order, its objective."""
+    return {**global_random_states(), "data": generator.get_state(), "objective": objective_rng.bit_generator.state}
 
 
-def check_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
-    """The checkpoint's model, build arguments and data shape are ones this version can rebuild."""
-    from stability.models import list_models
-    from stability.models.catalog import check_model_args
-
-    model = checkpoint.get("model")
-    if model not in list_models():
-        raise TrialSetupError(f"teacher checkpoint {path}: unknown model {model!r}")
-    for key in ("num_classes", "img_size", "in_chans"):
-        value = checkpoint.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise TrialSetupError(f"teacher checkpoint {path}: {key} must be a positive integer, got {value!r}")
-    model_args = checkpoint.get("model_args")
-    if not isinstance(model_args, dict):
-        raise TrialSetupError(f"teacher checkpoint {path}: model_args must be a map, got {type(model_args).__name__}")
-    if not isinstance(checkpoint.get("state_dict"), dict):
-        raise TrialSetupError(f"teacher checkpoint {path}: it holds no weights (state_dict)")
-    try:
-        check_model_args(model, model_args)
-    except TrialSetupError as exc:
-        raise TrialSetupError(f"teacher checkpoint {path}: {exc}") from None
+def set_random_states(states: dict[str, Any], generator: torch.Generator, objective_rng: np.random.Generator) -> None:
+    set_global_random_states(states)
+    generator.set_state(states["data"])
+    objective_rng.bit_generator.state = states["objective"]
 
 
-def check_teacher_fits(checkpoint: dict[str, Any], **shape: int | None) -> None:
-    """The teacher was trained on data of the student's shape (num_classes, img_size, in_chans);
-    a shape value of None (not known yet) is not compared."""
-    for key, value in shape.items():
-        if value is not None and checkpoint[key] != value:
-            raise TrialSetupError(f"teacher {checkpoint['model']} was trained with {key}={checkpoint[key]}, "
-                                  f"the student's data has {key}={value}")
+def capture(epoch: int, step: int, model, optimizer, scheduler, ema, generator: torch.Generator,
+            objective_rng: np.random.Generator, progress: dict[str, Any]) -> dict[str, Any]:
+    """A trial's state after `epoch` (and `step` optimizer steps); `progress`: the curve so far and the
+    running totals the metrics are made of."""
+    return {
+        "epoch": epoch, "step": step,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "ema": ema.module.state_dict() if ema is not None else None,
+        "random": random_states(generator, objective_rng), "progress": progress,
+    }
 
 
-def build_teacher(checkpoint: dict[str, Any], data, device: torch.device) -> nn.Module:
-    """The frozen teacher in eval mode on `device`; its data shape must match the student's."""
-    from stability.models import build_model
-    from stability.models.catalog import check_model_args
-
-    check_teacher_fits(checkpoint, **{key: getattr(data, key) for key in ("num_classes", "img_size", "in_chans")})
-    check_model_args(checkpoint["model"], checkpoint["model_args"])
-    model = build_model(checkpoint["model"], checkpoint["num_classes"], checkpoint["img_size"],
-                        in_chans=checkpoint["in_chans"], **checkpoint["model_args"])
-    model.load_state_dict(checkpoint["state_dict"])
-    model.requires_grad_(False)
-    return model.to(device).eval()
+def restore(state: dict[str, Any], model, optimizer, scheduler, ema, generator: torch.Generator,
+            objective_rng: np.random.Generator) -> dict[str, Any]:
+    """Load a captured state into freshly built objects; returns its epoch, step and progress."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if ema is not None:
+        ema.module.load_state_dict(state["ema"])
+    set_random_states(state["random"], generator, objective_rng)
+    return {"epoch": state["epoch"], "step": state["step"], **state["progress"]}

@@ -28,7 +28,7 @@ from stability.models import (
 )
 from stability.spec.errors import TrialSetupError
 from stability.spec.trial import TrialConfig
-from stability.train.checkpoint import (
+from stability.train.teacher import (
     build_teacher,
     checkpoint_dict,
     load_checkpoint,
@@ -41,7 +41,7 @@ from stability.train.optim import (
     build_scheduler,
     fused_kernels_available,
 )
-from stability.train.state import TrialCheckpoint, capture, restore
+from stability.train.checkpoint import TrialCheckpoint, capture, restore
 
 DIVERGENCE_CHECK_EVERY = 16  # steps between host syncs that look for a non-finite loss
 COS_SIM_IMAGES = 256  # validation images used for the over-smoothing metric

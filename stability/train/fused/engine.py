@@ -47,7 +47,7 @@ from stability.train.optim import (
     build_scheduler,
     fused_kernels_available,
 )
-from stability.train.state import (
+from stability.train.checkpoint import (
     TrialCheckpoint,
     global_random_states,
     set_global_random_states,
