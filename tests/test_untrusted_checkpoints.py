@@ -13,9 +13,9 @@ import shutil
 import pytest
 import torch
 
+from stability.train.checkpoint import STATE_FORMAT, CheckpointPolicy, TrialCheckpoint
 from stability.train.engine import run_trial
 from stability.train.owner import OWNER_FILE, checkpoint_owner
-from stability.train.checkpoint import CheckpointPolicy, TrialCheckpoint
 from tests.test_checkpoints import Interrupted, config, interrupt_after, same_outcome
 
 
@@ -70,7 +70,7 @@ def test_a_planted_pickle_runs_no_code_and_counts_as_no_checkpoint(how, tmp_path
     marker = tmp_path / "code-ran"
     checkpoint = TrialCheckpoint(tmp_path / "t", CheckpointPolicy(1)).bind([config()])
     checkpoint.folder.mkdir()
-    payload = {"format": 2, "owner": checkpoint.owner, "epoch": 1, "x": _RunsCode(str(marker))}
+    payload = {"format": STATE_FORMAT, "owner": checkpoint.owner, "epoch": 1, "x": _RunsCode(str(marker))}
     if how == "torch-save":
         buffer = io.BytesIO()
         torch.save(payload, buffer)

@@ -125,8 +125,8 @@ def check_factors(cfg: TrialConfig) -> None:
 
 def train(argv: list[str] | None = None) -> dict:
     """Run one trial from command-line arguments and return its metrics."""
-    from stability.train.teacher import check_writable
     from stability.train.engine import resolve_device, run_trial
+    from stability.train.teacher import check_writable
 
     args = parse_args(argv)
     cfg = config_from_args(args)

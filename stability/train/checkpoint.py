@@ -32,7 +32,7 @@ from stability.results.storage import ObjectPath, StoragePath, delete_tree, loca
 from stability.train.owner import OWNER_FILE, checkpoint_owner, owner_mismatch
 
 STATE_FILE = "state.pt"
-STATE_FORMAT = 2  # 2: loaded with weights_only=True, names its owner
+STATE_FORMAT = 3  # 2: loaded with weights_only=True, names its owner; 3: the epoch loop's times beside it
 DEFAULT_INTERVAL_S = 300.0  # time-based default: short trials never pay, long ones lose at most this
 
 
@@ -168,12 +168,12 @@ def set_random_states(states: dict[str, Any], generator: torch.Generator, object
     objective_rng.bit_generator.state = states["objective"]
 
 
-def capture(epoch: int, step: int, model, optimizer, scheduler, ema, generator: torch.Generator,
+def capture(step: int, model, optimizer, scheduler, ema, generator: torch.Generator,
             objective_rng: np.random.Generator, progress: dict[str, Any]) -> dict[str, Any]:
-    """A trial's state after `epoch` (and `step` optimizer steps); `progress`: the curve so far and the
-    running totals the metrics are made of."""
+    """A trial's state after `step` optimizer steps (the loop adds the epoch and its times);
+    `progress`: the curve so far and the running totals the metrics are made of."""
     return {
-        "epoch": epoch, "step": step,
+        "step": step,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "ema": ema.module.state_dict() if ema is not None else None,
         "random": random_states(generator, objective_rng), "progress": progress,
@@ -182,11 +182,11 @@ def capture(epoch: int, step: int, model, optimizer, scheduler, ema, generator: 
 
 def restore(state: dict[str, Any], model, optimizer, scheduler, ema, generator: torch.Generator,
             objective_rng: np.random.Generator) -> dict[str, Any]:
-    """Load a captured state into freshly built objects; returns its epoch, step and progress."""
+    """Load a captured state into freshly built objects; returns its step and progress."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if ema is not None:
         ema.module.load_state_dict(state["ema"])
     set_random_states(state["random"], generator, objective_rng)
-    return {"epoch": state["epoch"], "step": state["step"], **state["progress"]}
+    return {"step": state["step"], **state["progress"]}

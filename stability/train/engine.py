@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import time
 from typing import Any, Callable
 
 import numpy as np
@@ -28,6 +27,14 @@ from stability.models import (
 )
 from stability.spec.errors import TrialSetupError
 from stability.spec.trial import TrialConfig
+from stability.train.checkpoint import TrialCheckpoint, capture, restore
+from stability.train.loop import Clock, run_epochs
+from stability.train.losses import Objective, TrainForward
+from stability.train.optim import (
+    build_optimizer,
+    build_scheduler,
+    fused_kernels_available,
+)
 from stability.train.teacher import (
     build_teacher,
     checkpoint_dict,
@@ -35,13 +42,6 @@ from stability.train.teacher import (
     save_checkpoint,
     teacher_is_checkpoint,
 )
-from stability.train.losses import Objective, TrainForward
-from stability.train.optim import (
-    build_optimizer,
-    build_scheduler,
-    fused_kernels_available,
-)
-from stability.train.checkpoint import TrialCheckpoint, capture, restore
 
 DIVERGENCE_CHECK_EVERY = 16  # steps between host syncs that look for a non-finite loss
 COS_SIM_IMAGES = 256  # validation images used for the over-smoothing metric
@@ -145,136 +145,154 @@ def run_trial(
     from it (its earlier epochs are passed to `on_epoch` again, so a new listener has the whole curve).
     `data`: the trial's dataset already loaded (calibration passes a timed view of it); default: load it.
     """
-    start = time.perf_counter()
+    clock = Clock()
     device = resolve_device(device)
-    rank, world = _distributed()
-    seed_everything(cfg.seed)
-    recipe = cfg.train
-    ds = cfg.dataset
-    if data is None:
-        data = load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download,
-                            **ds.options)
+    trial = _Trial(cfg, device, data, teacher, on_epoch, log)
+    if not run_epochs(trial, cfg.epochs, clock, device, [cfg], checkpoint, rank=trial.rank, log=log):
+        # a saved state of this trial that does not fit it: start over, freshly built
+        return run_trial(cfg, device, on_epoch, log, teacher, checkpoint_to, checkpoint, trial.data)
+    return trial.metrics(clock, checkpoint_to)
 
-    overrides = {"in_chans": data.in_chans, **({"drop_path_rate": recipe.drop_path} if recipe.drop_path else {})}
-    model = build_model(cfg.model, data.num_classes, data.img_size, **{**overrides, **cfg.model_args}).to(device)
-    info = model_info(model, data.img_size, data.in_chans)
-    teacher_model = load_teacher(cfg, teacher, data, device)
-    if teacher_model is not None and hasattr(model, "set_distilled_training"):
-        model.set_distilled_training(True)  # DeiT: (class, distillation) logits in training
-    channels_last = device.type == "cuda" and recipe.channels_last and any(
-        isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    train_model: torch.nn.Module = TrainForward(model, need_tokens=recipe.patch_losses.active)
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
-    if recipe.compile:
-        train_model = torch.compile(train_model)
 
-    if recipe.batch_size % world:
-        raise TrialSetupError(f"train.batch_size {recipe.batch_size} is not divisible by {world} workers")
-    batch_size = recipe.batch_size // world
-    steps_per_epoch = data.steps_per_epoch(batch_size, world)
-    if steps_per_epoch < 1:
-        raise TrialSetupError(f"train.batch_size {recipe.batch_size} exceeds the {data.train_size} training images")
-    optimizer = build_optimizer(model, cfg, fused=fused_kernels_available(device))
-    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
-    ema = ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema else None
-    eval_model = ema.module if ema is not None else model
+class _Trial:
+    """One trial's model, optimizer, schedule, data order and results: what the epoch loop drives
+    (`stability.train.loop.Epochs`); `train` is the hot loop."""
 
-    mixup = None
-    if recipe.mixup > 0 or recipe.cutmix > 0:
-        mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix,
-                      label_smoothing=recipe.label_smoothing, num_classes=data.num_classes)
-    objective = Objective(num_classes=data.num_classes, label_smoothing=recipe.label_smoothing,
-                          distillation=recipe.distillation, patch_losses=recipe.patch_losses, teacher=teacher_model,
-                          patch_size=_patch_size(model, data.img_size), seed=cfg.seed)
+    def __init__(self, cfg: TrialConfig, device: torch.device, data, teacher: dict[str, Any] | None,
+                 on_epoch: EpochCallback | None, log: Callable[[str], None] | None):
+        self.cfg, self.device, self.on_epoch, self.log = cfg, device, on_epoch, log
+        self.rank, self.world = _distributed()
+        seed_everything(cfg.seed)
+        recipe = self.recipe = cfg.train
+        ds = cfg.dataset
+        if data is None:
+            data = load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download,
+                                **ds.options)
+        self.data = data
 
-    use_bf16 = device.type == "cuda" and recipe.precision == "bf16"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-    generator = torch.Generator().manual_seed(cfg.batches_seed)  # data order and augmentation
+        overrides = {"in_chans": data.in_chans, **({"drop_path_rate": recipe.drop_path} if recipe.drop_path else {})}
+        model = build_model(cfg.model, data.num_classes, data.img_size, **{**overrides, **cfg.model_args}).to(device)
+        self.info = model_info(model, data.img_size, data.in_chans)
+        teacher_model = load_teacher(cfg, teacher, data, device)
+        if teacher_model is not None and hasattr(model, "set_distilled_training"):
+            model.set_distilled_training(True)  # DeiT: (class, distillation) logits in training
+        self.channels_last = device.type == "cuda" and recipe.channels_last and any(
+            isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        train_model: torch.nn.Module = TrainForward(model, need_tokens=recipe.patch_losses.active)
+        if self.world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
+        if recipe.compile:
+            train_model = torch.compile(train_model)
+        self.train_model = train_model
 
-    curve: list[dict[str, Any]] = []
-    status, best_err, train_loss = "ok", math.inf, math.nan
-    train_seconds, images, step, first_epoch = 0.0, 0, 0, 1
-    saved = checkpoint.bind([cfg]).load() if checkpoint is not None else None
-    if saved is not None:  # a retry or a resume: continue after the last saved epoch
-        try:
-            resumed = restore(saved, model, optimizer, scheduler, ema, generator, objective.rng)
-            first_epoch, step, curve = resumed["epoch"] + 1, resumed["step"], resumed["curve"]
-            best_err, train_loss, train_seconds, images = (resumed[k] for k in ("best_err", "train_loss",
-                                                                                 "train_seconds", "images"))
-            start -= curve[-1]["elapsed_s"]  # elapsed time and wall time count the earlier run too
-        except Exception as exc:  # a state of this trial that does not fit it: start over, freshly built
-            checkpoint.refuse_unfit(exc)
-            return run_trial(cfg, device, on_epoch, log, teacher, checkpoint_to, checkpoint)
-        for point in curve if on_epoch is not None else ():
-            on_epoch(point)
-        if log is not None:
-            log(f"resumed after epoch {resumed['epoch']} from {checkpoint.path}")
-    for epoch in range(first_epoch, cfg.epochs + 1):
+        if recipe.batch_size % self.world:
+            raise TrialSetupError(f"train.batch_size {recipe.batch_size} is not divisible by {self.world} workers")
+        self.batch_size = recipe.batch_size // self.world
+        steps_per_epoch = data.steps_per_epoch(self.batch_size, self.world)
+        if steps_per_epoch < 1:
+            raise TrialSetupError(f"train.batch_size {recipe.batch_size} exceeds the {data.train_size} training images")
+        self.optimizer = build_optimizer(model, cfg, fused=fused_kernels_available(device))
+        self.scheduler = build_scheduler(self.optimizer, cfg, steps_per_epoch)
+        self.ema = ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema else None
+        self.eval_model = self.ema.module if self.ema is not None else model
+
+        self.mixup = None
+        if recipe.mixup > 0 or recipe.cutmix > 0:
+            self.mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix,
+                               label_smoothing=recipe.label_smoothing, num_classes=data.num_classes)
+        self.objective = Objective(num_classes=data.num_classes, label_smoothing=recipe.label_smoothing,
+                                   distillation=recipe.distillation, patch_losses=recipe.patch_losses,
+                                   teacher=teacher_model, patch_size=_patch_size(model, data.img_size), seed=cfg.seed)
+        use_bf16 = device.type == "cuda" and recipe.precision == "bf16"
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        self.generator = torch.Generator().manual_seed(cfg.batches_seed)  # data order and augmentation
+
+        self.curve: list[dict[str, Any]] = []
+        self.status, self.best_err, self.train_loss = "ok", math.inf, math.nan
+        self.images, self.step, self.epoch = 0, 0, 0
+
+    def live(self) -> bool:
+        return self.status == "ok"
+
+    def train(self, epoch: int) -> None:
+        self.epoch = epoch
+        model, optimizer, recipe = self.model, self.optimizer, self.recipe
         model.train()
-        epoch_start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
+        loss_sum = torch.zeros((), device=self.device)
         epoch_steps = 0
-        for x, y in data.train_batches(batch_size, generator, augment=recipe.augment, rank=rank, world_size=world):
-            if channels_last:
+        for x, y in self.data.train_batches(self.batch_size, self.generator, augment=recipe.augment, rank=self.rank,
+                                            world_size=self.world):
+            if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            x, target, patch_labels = objective.mix(x, y)
-            if mixup is not None:
-                x, target = mixup(x, y)
-            with autocast():
-                loss = objective(train_model(x), x, target, patch_labels)
+            x, target, patch_labels = self.objective.mix(x, y)
+            if self.mixup is not None:
+                x, target = self.mixup(x, y)
+            with self.autocast():
+                loss = self.objective(self.train_model(x), x, target, patch_labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if recipe.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             optimizer.step()
-            scheduler.step()
-            step += 1
-            if ema is not None:
-                ema.update(model, step=step)
+            self.scheduler.step()
+            self.step += 1
+            if self.ema is not None:
+                self.ema.update(model, step=self.step)
             loss_sum += loss.detach().float()
             epoch_steps += 1
             if epoch_steps % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
                 break
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_seconds += time.perf_counter() - epoch_start
-        images += epoch_steps * batch_size * world
-        train_loss = float(loss_sum) / max(1, epoch_steps)
-        if not math.isfinite(train_loss):
-            status = "diverged"
-            break
-        err = evaluate(eval_model, data, recipe.eval_batch_size, autocast)
-        best_err = min(best_err, err)
-        point = {"epoch": epoch, "train_loss": train_loss, "top1_err": err,
-                 "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - start}
-        curve.append(point)
-        if on_epoch is not None:
-            on_epoch(point)
-        if log is not None:
-            log(f"epoch {epoch}/{cfg.epochs}  loss {train_loss:.4f}  top1_err {err:.2f}%  "
-                f"lr {point['lr']:.3g}  {point['elapsed_s']:.1f}s")
-        if checkpoint is not None and rank == 0 and epoch < cfg.epochs and checkpoint.due(epoch):
-            checkpoint.save(capture(epoch, step, model, optimizer, scheduler, ema, generator, objective.rng, {
-                "curve": curve, "best_err": best_err, "train_loss": train_loss, "train_seconds": train_seconds,
-                "images": images}))
+        self.images += epoch_steps * self.batch_size * self.world
+        self.train_loss = float(loss_sum) / max(1, epoch_steps)
+        if not math.isfinite(self.train_loss):
+            self.status = "diverged"
 
-    chance = chance_error(data.num_classes)
-    if status == "diverged":
-        final_err = chance
-        layers: list[float] = []
-        if log is not None:
-            log(f"diverged: non-finite loss in epoch {epoch}; recorded at chance error {chance:.1f}%")
-    else:
-        final_err = curve[-1]["top1_err"]
-        layers = patch_cos_sim_by_layer(eval_model, data)
-        if checkpoint_to is not None and rank == 0:
-            save_checkpoint(checkpoint_dict(eval_model, cfg, data, {"top1_err": final_err}), checkpoint_to)
-    return trial_metrics(status, final_err, best_err, train_loss, time.perf_counter() - start,
-                         images / train_seconds if train_seconds > 0 else math.nan, info, layers, curve, chance)
+    def evaluate(self, epoch: int, clock: Clock) -> None:
+        err = evaluate(self.eval_model, self.data, self.recipe.eval_batch_size, self.autocast)
+        self.best_err = min(self.best_err, err)
+        point = {"epoch": epoch, "train_loss": self.train_loss, "top1_err": err,
+                 "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": clock.elapsed()}
+        self.curve.append(point)
+        if self.on_epoch is not None:
+            self.on_epoch(point)
+        if self.log is not None:
+            self.log(f"epoch {epoch}/{self.cfg.epochs}  loss {self.train_loss:.4f}  top1_err {err:.2f}%  "
+                     f"lr {point['lr']:.3g}  {point['elapsed_s']:.1f}s")
+
+    def capture(self) -> dict[str, Any]:
+        return capture(self.step, self.model, self.optimizer, self.scheduler, self.ema, self.generator,
+                       self.objective.rng, {"curve": self.curve, "best_err": self.best_err,
+                                            "train_loss": self.train_loss, "images": self.images})
+
+    def restore(self, state: dict[str, Any]) -> None:
+        resumed = restore(state, self.model, self.optimizer, self.scheduler, self.ema, self.generator,
+                          self.objective.rng)
+        self.step, self.curve, self.best_err = resumed["step"], resumed["curve"], resumed["best_err"]
+        self.train_loss, self.images = resumed["train_loss"], resumed["images"]
+
+    def replay(self) -> None:
+        for point in self.curve if self.on_epoch is not None else ():
+            self.on_epoch(point)
+
+    def metrics(self, clock: Clock, checkpoint_to: str | None) -> dict[str, Any]:
+        chance = chance_error(self.data.num_classes)
+        if self.status == "diverged":
+            final_err, layers = chance, []
+            if self.log is not None:
+                self.log(f"diverged: non-finite loss in epoch {self.epoch}; recorded at chance error {chance:.1f}%")
+        else:
+            final_err = self.curve[-1]["top1_err"]
+            layers = patch_cos_sim_by_layer(self.eval_model, self.data)
+            if checkpoint_to is not None and self.rank == 0:
+                save_checkpoint(checkpoint_dict(self.eval_model, self.cfg, self.data, {"top1_err": final_err}),
+                                checkpoint_to)
+        return trial_metrics(self.status, final_err, self.best_err, self.train_loss, clock.elapsed(),
+                             self.images / clock.train_seconds if clock.train_seconds > 0 else math.nan, self.info,
+                             layers, self.curve, chance)
 
 
 def trial_metrics(status: str, final_err: float, best_err: float, train_loss: float, wall_time_s: float,

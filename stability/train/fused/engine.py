@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from typing import Any, Callable
 
 import torch
@@ -32,6 +31,11 @@ from stability.data import load_dataset
 from stability.models import build_model, model_info
 from stability.spec.errors import TrialSetupError
 from stability.spec.trial import Recipe, TrialConfig
+from stability.train.checkpoint import (
+    TrialCheckpoint,
+    global_random_states,
+    set_global_random_states,
+)
 from stability.train.engine import (
     DIVERGENCE_CHECK_EVERY,
     chance_error,
@@ -42,15 +46,11 @@ from stability.train.engine import (
 )
 from stability.train.fused.model import FusedViT
 from stability.train.fused.rules import check_fusable_configs
+from stability.train.loop import Clock, run_epochs
 from stability.train.optim import (
     build_optimizer,
     build_scheduler,
     fused_kernels_available,
-)
-from stability.train.checkpoint import (
-    TrialCheckpoint,
-    global_random_states,
-    set_global_random_states,
 )
 
 FusedEpochCallback = Callable[[int, dict[str, Any]], None]
@@ -88,90 +88,86 @@ def run_fused_trials(
     is there (replaying the saved epochs to `on_epoch`).
     `data`: the group's dataset already loaded (calibration passes a timed view of it); default: load it.
     """
-    start = time.perf_counter()
+    clock = Clock()
     check_fusable_configs(cfgs)
     device = resolve_device(device)
-    first = cfgs[0]
-    recipe, ds = first.train, first.dataset
-    seed_everything(first.seed)
-    if data is None:
-        data = load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download,
-                            **ds.options)
-    steps_per_epoch = data.steps_per_epoch(recipe.batch_size)
-    if steps_per_epoch < 1:
-        raise TrialSetupError(f"train.batch_size {recipe.batch_size} exceeds the {data.train_size} training images")
+    group = _Group(cfgs, device, data, on_epoch, log)
+    if not run_epochs(group, cfgs[0].epochs, clock, device, cfgs, checkpoint, log=log):
+        # a saved state of this group that does not fit it: start over, freshly built
+        return run_fused_trials(cfgs, device, on_epoch, log, checkpoint, group.data)
+    wall = clock.elapsed()
+    return [_metrics(t, group.data, group.info, wall, clock.train_seconds, log, k) for k, t in enumerate(group.trials)]
 
-    models = []
-    for cfg in cfgs:  # each trial's own initialisation, as run_trial draws it
-        seed_everything(cfg.seed)
-        models.append(build_model(cfg.model, data.num_classes, data.img_size,
-                                  **{"in_chans": data.in_chans, **cfg.model_args}).to(device))
-    fused = FusedViT(models)
-    info = model_info(models[0], data.img_size, data.in_chans)
-    generators = {seed: torch.Generator().manual_seed(seed) for seed in {cfg.batches_seed for cfg in cfgs}}
-    trials = [_Trial(cfg, model, steps_per_epoch, fused_optimizer=fused_kernels_available(device),
-                     generator=generators[cfg.batches_seed]) for cfg, model in zip(cfgs, models)]
-    use_bf16 = device.type == "cuda" and recipe.precision == "bf16"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
-    train_seconds, first_epoch = 0.0, 1
-    saved = checkpoint.bind(cfgs).load() if checkpoint is not None else None
-    if saved is not None:  # a retry or a resume: every member continues after the last saved epoch
-        try:
-            first_epoch, train_seconds = _restore(saved, trials) + 1, float(saved["train_seconds"])
-            start -= float(saved["elapsed_s"])
-        except Exception as exc:  # a state of this group that does not fit it: start over, freshly built
-            checkpoint.refuse_unfit(exc)
-            return run_fused_trials(cfgs, device, on_epoch, log, checkpoint)
-        for k, trial in enumerate(trials):
-            for point in trial.curve if on_epoch is not None else ():
-                on_epoch(k, point)
-    for epoch in range(first_epoch, first.epochs + 1):
-        if not any(t.active for t in trials):
-            break
-        fused.train()
-        epoch_start = time.perf_counter()
-        loss_sums = _train_epoch(fused, trials, data, recipe, autocast, device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_seconds += time.perf_counter() - epoch_start
-        for k, (trial, loss_sum) in enumerate(zip(trials, loss_sums.tolist())):
+class _Group:
+    """The K trials and their fused model: what the epoch loop drives (`stability.train.loop.Epochs`)."""
+
+    def __init__(self, cfgs: list[TrialConfig], device: torch.device, data, on_epoch: FusedEpochCallback | None,
+                 log: Callable[[str], None] | None):
+        first = cfgs[0]
+        self.recipe, ds = first.train, first.dataset
+        self.device, self.on_epoch, self.log = device, on_epoch, log
+        seed_everything(first.seed)
+        if data is None:
+            data = load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download,
+                                **ds.options)
+        self.data = data
+        steps_per_epoch = data.steps_per_epoch(self.recipe.batch_size)
+        if steps_per_epoch < 1:
+            raise TrialSetupError(f"train.batch_size {self.recipe.batch_size} exceeds the {data.train_size} "
+                                  f"training images")
+        models = []
+        for cfg in cfgs:  # each trial's own initialisation, as run_trial draws it
+            seed_everything(cfg.seed)
+            models.append(build_model(cfg.model, data.num_classes, data.img_size,
+                                      **{"in_chans": data.in_chans, **cfg.model_args}).to(device))
+        self.fused = FusedViT(models)
+        self.info = model_info(models[0], data.img_size, data.in_chans)
+        generators = {seed: torch.Generator().manual_seed(seed) for seed in {cfg.batches_seed for cfg in cfgs}}
+        self.trials = [_Trial(cfg, model, steps_per_epoch, fused_optimizer=fused_kernels_available(device),
+                              generator=generators[cfg.batches_seed]) for cfg, model in zip(cfgs, models)]
+        use_bf16 = device.type == "cuda" and self.recipe.precision == "bf16"
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+
+    def live(self) -> bool:
+        return any(t.active for t in self.trials)
+
+    def train(self, epoch: int) -> None:
+        self.fused.train()
+        loss_sums = _train_epoch(self.fused, self.trials, self.data, self.recipe, self.autocast, self.device)
+        for k, (trial, loss_sum) in enumerate(zip(self.trials, loss_sums.tolist())):
             if trial.active:
-                _end_epoch(fused, trial, k, loss_sum)
-        if any(t.active for t in trials):
-            errors = evaluate_fused(fused, data, recipe, autocast)
-            for k, (trial, err) in enumerate(zip(trials, errors)):
-                if trial.active:
-                    _record_epoch(trial, k, epoch, err, start, on_epoch, log)
-        if checkpoint is not None and epoch < first.epochs and checkpoint.due(epoch):
-            checkpoint.save(_capture(epoch, trials, train_seconds, time.perf_counter() - start))
+                _end_epoch(self.fused, trial, k, loss_sum)
 
-    wall = time.perf_counter() - start
-    return [_metrics(t, data, info, wall, train_seconds, log, k) for k, t in enumerate(trials)]
+    def evaluate(self, epoch: int, clock: Clock) -> None:
+        errors = evaluate_fused(self.fused, self.data, self.recipe, self.autocast)
+        for k, (trial, err) in enumerate(zip(self.trials, errors)):
+            if trial.active:
+                _record_epoch(trial, k, epoch, err, clock, self.on_epoch, self.log)
 
+    def capture(self) -> dict[str, Any]:
+        """Every member's weights (views into the fused tensors, so loading them back fills those),
+        optimizer, schedule, data order and results so far."""
+        members = [{"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+                    "scheduler": t.scheduler.state_dict(), "data": t.generator.get_state(), "active": t.active,
+                    "curve": t.curve, "best_err": t.best_err, "train_loss": t.train_loss, "images": t.images}
+                   for t in self.trials]
+        return {"random": global_random_states(), "members": members}
 
-def _capture(epoch: int, trials: list[_Trial], train_seconds: float, elapsed_s: float) -> dict[str, Any]:
-    """The group's state after `epoch`: every member's weights (views into the fused tensors, so loading
-    them back fills those), optimizer, schedule, data order and results so far."""
-    members = [{"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
-                "scheduler": t.scheduler.state_dict(), "data": t.generator.get_state(), "active": t.active,
-                "curve": t.curve, "best_err": t.best_err, "train_loss": t.train_loss, "images": t.images}
-               for t in trials]
-    return {"epoch": epoch, "train_seconds": train_seconds, "elapsed_s": elapsed_s,
-            "random": global_random_states(), "members": members}
+    def restore(self, state: dict[str, Any]) -> None:
+        for t, member in zip(self.trials, state["members"], strict=True):
+            t.model.load_state_dict(member["model"])
+            t.optimizer.load_state_dict(member["optimizer"])
+            t.scheduler.load_state_dict(member["scheduler"])
+            t.generator.set_state(member["data"])
+            t.active, t.curve, t.best_err = member["active"], member["curve"], member["best_err"]
+            t.train_loss, t.images = member["train_loss"], member["images"]
+        set_global_random_states(state["random"])
 
-
-def _restore(state: dict[str, Any], trials: list[_Trial]) -> int:
-    """Load a captured group state into the freshly built group; returns its epoch."""
-    for t, member in zip(trials, state["members"], strict=True):
-        t.model.load_state_dict(member["model"])
-        t.optimizer.load_state_dict(member["optimizer"])
-        t.scheduler.load_state_dict(member["scheduler"])
-        t.generator.set_state(member["data"])
-        t.active, t.curve, t.best_err = member["active"], member["curve"], member["best_err"]
-        t.train_loss, t.images = member["train_loss"], member["images"]
-    set_global_random_states(state["random"])
-    return state["epoch"]
+    def replay(self) -> None:
+        for k, trial in enumerate(self.trials):
+            for point in trial.curve if self.on_epoch is not None else ():
+                self.on_epoch(k, point)
 
 
 def _train_epoch(fused: FusedViT, trials: list[_Trial], data, recipe: Recipe, autocast, device) -> torch.Tensor:
@@ -250,12 +246,12 @@ def evaluate_fused(fused: FusedViT, data, recipe: Recipe, autocast) -> list[floa
     return [100.0 * w / max(1, seen) for w in wrong.tolist()]
 
 
-def _record_epoch(trial: _Trial, k: int, epoch: int, err: float, start: float,
+def _record_epoch(trial: _Trial, k: int, epoch: int, err: float, clock: Clock,
                   on_epoch: FusedEpochCallback | None, log: Callable[[str], None] | None) -> None:
     cfg = trial.cfg
     trial.best_err = min(trial.best_err, err)
     point = {"epoch": epoch, "train_loss": trial.train_loss, "top1_err": err,
-             "lr": trial.optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - start}
+             "lr": trial.optimizer.param_groups[0]["lr"], "elapsed_s": clock.elapsed()}
     trial.curve.append(point)
     if on_epoch is not None:
         on_epoch(k, point)
