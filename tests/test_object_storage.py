@@ -17,10 +17,11 @@ from argparse import Namespace
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
-from conftest import REPO, TESTS, free_port, run_cli
+from conftest import REPO, TESTS, free_port, run_cli, wait_for
 
 from stability.results.lock import LockHeld, StudyLock, study_lock
 from stability.results.object_lock import ObjectStudyLock
@@ -342,9 +343,10 @@ def _files_holding(text: str, *folders) -> list[str]:
 
 
 def test_no_credential_of_the_uri_or_the_environment_is_left_on_disk(s3, ray_cluster, tmp_path):
-    """Issue 23, point 5: credentials in the storage URI's user info and in the AWS variables reach the
-    trials (they checkpoint into the store) but no file of Ray's session, Tune's folder or the temporary
-    folder; the Tune folder is removed at the end, and one a kill -9 left is removed at the next start."""
+    """Credentials in the storage URI's user info and in the AWS variables reach the trials (they
+    checkpoint into the store) but no output, no file of Ray's session, Tune's folder or the temporary
+    folder, and no command line of any process while the sweep and its live report run; the Tune
+    folder is removed at the end, and one a kill -9 left is removed at the next start."""
     uri_secret, env_secret = f"urisecret{uuid.uuid4().hex[:12]}", f"envsecret{uuid.uuid4().hex[:12]}"
     storage = uri(s3, uuid.uuid4().hex, "runs", user=f"stabilitykey:{uri_secret}@")
     tmp = tmp_path / "tmp"
@@ -352,11 +354,28 @@ def test_no_credential_of_the_uri_or_the_environment_is_left_on_disk(s3, ray_clu
     stale = tmp / f"stability-tune-999999999-12-{space}-killed"  # named as a sweep's, whose process is gone
     (stale / "resume").mkdir(parents=True)
     env = {**ray_cluster["env"], **CREDENTIALS, "AWS_SECRET_ACCESS_KEY": env_secret, "TMPDIR": str(tmp)}
-    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", storage,
-                  "--set", "samples=1", "--set", "resources.checkpoint_every=1", "--set", "models=[vit_c_tiny]",
-                  env=env)
+    driver = subprocess.Popen([sys.executable, "-m", "stability.sweep", TINY, "--address", ray_cluster["address"],
+                               "--storage", storage, "--set", "samples=1", "--set", "resources.checkpoint_every=1",
+                               "--set", "models=[vit_c_tiny]", "--report", "--report-every", "0.1"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command_lines: set[str] = set()  # of every other process of the machine, sampled while the sweep runs
+
+    def sample() -> bool:
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            if process.info["pid"] != driver.pid:  # the user's own command line holds the URI they typed
+                command_lines.add(" ".join(process.info["cmdline"] or []))
+        return driver.poll() is not None
+
+    try:
+        assert wait_for(sample, timeout=600, every=0.1)
+        out = subprocess.CompletedProcess(driver.args, driver.returncode, *driver.communicate(timeout=60))
+    finally:
+        driver.kill()
     assert out.returncode == 0, out.stderr[-3000:]
     assert uri_secret not in out.stdout + out.stderr and env_secret not in out.stdout + out.stderr
+    assert any("stability.report env:STABILITY_REPORT_STUDY" in line for line in command_lines)  # the live report
+    assert any(line.startswith("ray::") for line in command_lines)  # the cluster's workers
+    assert [line for line in command_lines if uri_secret in line or env_secret in line] == []
     assert list(tmp.iterdir()) == []  # this run's Tune folder and the stale one are gone
     assert _files_holding(uri_secret, ray_cluster["tmpdir"], tmp_path) == []
     assert _files_holding(env_secret, ray_cluster["tmpdir"], tmp_path) == []
