@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from analysis.bands import edf_bands, tuning_curves
-from analysis.verdict_matrix import verdict_keys, verdict_matrix_data
-from analysis.edf import delta_to_best, edf, edf_at, edf_band, edf_grid, normalized_weights
-from analysis.figures import (
+from stability.analysis.bands import edf_bands, tuning_curves
+from stability.analysis.verdict_matrix import verdict_keys, verdict_matrix_data
+from stability.analysis.edf import delta_to_best, edf, edf_at, edf_band, edf_grid, normalized_weights
+from stability.analysis.figures import (
     arm_names,
     edf_data,
     epoch_budgets,
@@ -27,9 +27,9 @@ from analysis.figures import (
     slices,
     tuning_curve_data,
 )
-from analysis.factors import factor_columns, factor_levels, split_choices
-from analysis.layers import LAYERS, has_layer_similarity, layer_budgets, layer_similarity_data, layer_similarity_table
-from analysis.stats import (
+from stability.analysis.factors import factor_columns, factor_levels, split_choices
+from stability.analysis.layers import LAYERS, has_layer_similarity, layer_budgets, layer_similarity_data, layer_similarity_table
+from stability.analysis.stats import (
     GROUP_KEYS,
     default_ks,
     error_stats,
@@ -54,7 +54,7 @@ _PLOTS = ("colour_map", "plot_edf", "plot_hparams", "plot_layer_similarity", "pl
 def __getattr__(name: str) -> Any:
     if name not in _PLOTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module("analysis.plots"), name)
+    return getattr(importlib.import_module("stability.analysis.plots"), name)
 
 
 __all__ = [

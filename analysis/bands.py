@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.stats import ERROR, iter_groups, usable_trials
+from stability.analysis.stats import ERROR, iter_groups, usable_trials
 
 CONFIDENCE = 0.95
 CONTINUOUS = "ld_equal_tailed"

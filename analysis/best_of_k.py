@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from analysis.stats import default_ks
+from stability.analysis.stats import default_ks
 
 UNBIASED = "unbiased"  # `analysis.stats.expected_best`: the report's tables, `--json` and solid curves
 LOW_VARIANCE = "low_variance"  # `expected_best_with_replacement`: offered beside it

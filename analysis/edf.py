@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from analysis.stats import bootstrap_interval
+from stability.analysis.stats import bootstrap_interval
 
 
 def edf(values: Sequence[float], weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:

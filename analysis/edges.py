@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.stats import ERROR, GROUP_KEYS, iter_groups, usable_trials
+from stability.analysis.stats import ERROR, GROUP_KEYS, iter_groups, usable_trials
 
 EDGE_SHARE = 0.1  # outer share of a range, at either end, that counts as its edge
 NUMERIC_KINDS = ("log_uniform", "uniform", "int_uniform")

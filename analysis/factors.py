@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.stats import GROUP_KEYS, _plain, usable_trials
+from stability.analysis.stats import GROUP_KEYS, _plain, usable_trials
 
 MAX_LEVELS = 8
 

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.bands import CONTINUOUS as LD, SAMPLES_PER_K, TIES, tuning_curve
-from analysis.bands import edf_band as exact_edf_band
-from analysis.best_of_k import ESTIMATORS, LOW_VARIANCE, UNBIASED, expected_best_with_replacement
-from analysis.edf import delta_to_best, edf, edf_band, edf_grid, normalized_weights
-from analysis.stats import (
+from stability.analysis.bands import CONTINUOUS as LD, SAMPLES_PER_K, TIES, tuning_curve
+from stability.analysis.bands import edf_band as exact_edf_band
+from stability.analysis.best_of_k import ESTIMATORS, LOW_VARIANCE, UNBIASED, expected_best_with_replacement
+from stability.analysis.edf import delta_to_best, edf, edf_band, edf_grid, normalized_weights
+from stability.analysis.stats import (
     ERROR,
     arm_fields,
     arm_label,
@@ -284,7 +284,7 @@ def hparam_data(trials: pd.DataFrame, optimizer: str, epochs: int, *, params: Se
 def _frontiers(arms, fields: list[str], optimizer: str, epochs: int, given: Sequence[dict[str, Any]] | None,
                seed: int) -> dict[str, Frontier]:
     """Each arm's frontier where its trials have one (some diverged, some not)."""
-    from analysis.frontier import stability_frontier
+    from stability.analysis.frontier import stability_frontier
 
     known = {}
     if given is not None and set(fields) <= {"study", "model"}:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, log_expit, logit
 
-from analysis.stats import _EPS, ERROR, GROUP_KEYS, iter_groups, usable_trials
+from stability.analysis.stats import _EPS, ERROR, GROUP_KEYS, iter_groups, usable_trials
 
 PENALTY = 0.01  # L2 weight on the slope of standardised log10(lr): weak, it only bounds separated fits
 LEVEL = 0.1

@@ -11,8 +11,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.figures import Frontier, HparamData
-from analysis.plot_style import (
+from stability.analysis.figures import Frontier, HparamData
+from stability.analysis.plot_style import (
     Facets,
     axis_id,
     clean,

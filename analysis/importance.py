@@ -33,8 +33,8 @@ from optuna.importance import (
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from analysis.edges import knobs_for
-from analysis.stats import ERROR, GROUP_KEYS, _plain, iter_groups, usable_trials
+from stability.analysis.edges import knobs_for
+from stability.analysis.stats import ERROR, GROUP_KEYS, _plain, iter_groups, usable_trials
 
 METHODS = ("ped_anova", "fanova")
 MIN_TRIALS = 6  # PED-ANOVA's top quantile max(0.1, 5/n) must leave trials outside it

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.figures import Line, LinesData
-from analysis.stats import arm_fields, arm_label, group_keys, iter_groups, usable_trials
+from stability.analysis.figures import Line, LinesData
+from stability.analysis.stats import arm_fields, arm_label, group_keys, iter_groups, usable_trials
 
 LAYERS = "patch_cos_sim_layers"
 LAYER_STATS = ("n", "median", "q25", "q75", "mean")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.stats import ERROR, GROUP_KEYS, _plain, iter_groups, usable_trials
+from stability.analysis.stats import ERROR, GROUP_KEYS, _plain, iter_groups, usable_trials
 from stability.results.schema import OUTCOME_COLUMNS
 
 POINT = "point"

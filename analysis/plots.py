@@ -19,10 +19,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.figures import Line, LinesData, OptimizerData
-from analysis.hparam_plot import plot_hparams
-from analysis.verdict_matrix import MatrixData
-from analysis.plot_style import (
+from stability.analysis.figures import Line, LinesData, OptimizerData
+from stability.analysis.hparam_plot import plot_hparams
+from stability.analysis.verdict_matrix import MatrixData
+from stability.analysis.plot_style import (
     GAP,
     OPTIMIZER_PALETTE,
     PANEL,

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.stats import DIVERGED_ERROR, ERROR, iter_groups, usable_trials
+from stability.analysis.stats import DIVERGED_ERROR, ERROR, iter_groups, usable_trials
 
 SENSITIVITY_KEYS = ("study", "optimizer", "epochs", "model")
 

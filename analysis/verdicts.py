@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.noise import variance_split
-from analysis.stats import ERROR, usable_trials
+from stability.analysis.noise import variance_split
+from stability.analysis.stats import ERROR, usable_trials
 
 ALPHA = 0.05
 Z95 = float(stats.norm.ppf(0.975))
@@ -218,7 +218,7 @@ def correct(found: list[dict[str, Any]]) -> None:
 def verdicts(trials: pd.DataFrame, sensitivity: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One verdict per pair of models, per study, optimizer and epochs (module docstring);
     `sensitivity`: rows of `analysis.sensitivity.lr_sensitivities` (computed here when None)."""
-    from analysis.sensitivity import by_group, lr_sensitivities
+    from stability.analysis.sensitivity import by_group, lr_sensitivities
 
     by_point = point_errors(trials)
     usable = usable_trials(trials)

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from analysis.frontier import PENALTY, fit_logistic
+from stability.analysis.frontier import PENALTY, fit_logistic
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,9 +43,9 @@ def bands_side_by_side(study: Path) -> tuple[float, float]:
     """(s of the exact bands, s of the bootstrap ones) over every group of the study."""
     import pandas as pd
 
-    from analysis import bands
-    from analysis.edf import edf_band, edf_grid
-    from analysis.stats import ERROR, expected_best_curve, iter_groups, usable_trials
+    from stability.analysis import bands
+    from stability.analysis.edf import edf_band, edf_grid
+    from stability.analysis.stats import ERROR, expected_best_curve, iter_groups, usable_trials
 
     groups = [g[ERROR].to_numpy(float) for _, g in iter_groups(usable_trials(pd.read_parquet(study / "trials.parquet")),
                                                                ["optimizer", "model"])]

@@ -1,9 +1,9 @@
-"""Run a module as `python -m MODULE` would, with some top-level packages made unimportable.
+"""Run a module as `python -m MODULE` would, with some packages made unimportable.
 
-    python -m benchmarks.without ray,optuna,plotly,analysis pytest tests/test_cuda.py -q
+    python -m benchmarks.without ray,optuna,plotly,stability.analysis pytest tests/test_cuda.py -q
 
 The GPU check runs every part this way, so a part that reaches for Ray, Optuna, Plotly or the
-`analysis` layer fails here as it would on a GPU machine that has none of them. Child processes
+`stability.analysis` layer fails here as it would on a GPU machine that has none of them. Child processes
 that fork (DataLoader workers) keep the block; processes started afresh do not.
 """
 
@@ -15,13 +15,13 @@ import sys
 
 
 class Hidden(importlib.abc.MetaPathFinder):
-    """Refuses every import of the named top-level packages and their submodules."""
+    """Refuses every import of the named packages (dotted names allowed) and their submodules."""
 
     def __init__(self, packages: set[str]):
         self.packages = packages
 
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in self.packages:
+        if any(name == p or name.startswith(p + ".") for p in self.packages):
             raise ModuleNotFoundError(f"No module named {name!r} (hidden by benchmarks.without)", name=name)
         return None
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-import analysis as an
-from analysis.figures import LR_WD
+import stability.analysis as an
+from stability.analysis.figures import LR_WD
 
 REPO = Path(__file__).resolve().parents[1]
 

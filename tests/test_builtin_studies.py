@@ -28,7 +28,7 @@ def plan(name: str):
 
 
 def yaml_text(name: str) -> str:
-    return (importlib.resources.files("search_spaces") / f"{name}.yaml").read_text()
+    return (importlib.resources.files("stability.search_spaces") / f"{name}.yaml").read_text()
 
 
 def values(name: str, column: str) -> Counter:

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from opda.nonparametric import EmpiricalDistribution
 
-import analysis as an
-from analysis.bands import TOO_FEW, edf_band, edf_bands, tuning_curve, tuning_curves
+import stability.analysis as an
+from stability.analysis.bands import TOO_FEW, edf_band, edf_bands, tuning_curve, tuning_curves
 
 
 def opda_bands(ys, method: str, seed: int = 0):

@@ -8,8 +8,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from analysis.edges import edge_of, edge_warnings
-from analysis.importance import FLAT, TOO_FEW, distribution, evaluate, frozen_trials, importance, quiet_optuna
+from stability.analysis.edges import edge_of, edge_warnings
+from stability.analysis.importance import FLAT, TOO_FEW, distribution, evaluate, frozen_trials, importance, quiet_optuna
 
 
 def trial(err, lr=1e-3, wd=0.05, status="ok", model="m", optimizer="adamw", epochs=10, study="s", seed=0, **extra):

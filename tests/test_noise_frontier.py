@@ -14,13 +14,13 @@ import pytest
 from scipy.special import logit
 from sklearn.linear_model import LogisticRegression
 
-from analysis.best_of_k import (
+from stability.analysis.best_of_k import (
     expected_best_weights_with_replacement,
     expected_best_with_replacement,
 )
-from analysis.frontier import EVERY_DIVERGED, PENALTY, fit_logistic, stability_frontier
-from analysis.noise import seed_variance
-from analysis.stats import expected_best
+from stability.analysis.frontier import EVERY_DIVERGED, PENALTY, fit_logistic, stability_frontier
+from stability.analysis.noise import seed_variance
+from stability.analysis.stats import expected_best
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -216,6 +216,6 @@ def test_with_replacement_lies_above_the_unbiased_estimate():
 
 
 def test_the_new_modules_load_neither_torch_nor_ray():
-    code = ("import sys, analysis.noise, analysis.frontier, analysis.best_of_k, analysis.edges, "
-            "analysis.importance; bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad")
+    code = ("import sys, stability.analysis.noise, stability.analysis.frontier, stability.analysis.best_of_k, "
+            "stability.analysis.edges, stability.analysis.importance; bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)

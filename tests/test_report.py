@@ -261,7 +261,7 @@ def test_export_dir_gets_every_figure(study, tmp_path, monkeypatch):
 
 
 def test_a_new_figure_is_one_registry_entry(study, tmp_path, monkeypatch):
-    import analysis as an
+    import stability.analysis as an
     import stability.report.__main__ as report
     from stability.report import figures
 

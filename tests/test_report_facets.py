@@ -27,7 +27,7 @@ from paper_study import MODELS, diverge_lr, family, make_paper_study
 from test_report import CHROMIUM, make_study
 
 import stability.report.__main__ as report_main
-from analysis.facets import facets
+from stability.analysis.facets import facets
 from stability.report.__main__ import main
 from stability.report.page import Details, Figure, Table, Verdict
 from stability.results.store import ResultsStore, read_study
@@ -225,7 +225,7 @@ def test_the_full_detail_is_one_click_away(paper):
 def test_the_verdicts_open_with_one_matrix_per_optimizer_and_budget(paper):
     """Rows and columns the models in the figures' order; a cell is P(row better than column) of the
     pair's verdict, framed when decided, its sentence on hover; the 72 sentences folded below."""
-    from analysis.plot_style import esc
+    from stability.analysis.plot_style import esc
 
     verdicts = next(s for s in paper.page.sections if s.anchor == "verdicts")
     matrices = [b for b in verdicts.blocks if isinstance(b, Figure)]

@@ -94,7 +94,7 @@ def factor_report(factor_study, tmp_path_factory) -> tuple[str, dict]:
 
 
 def test_per_layer_similarity_matches_hand_computed_quartiles(factor_study, factor_report):
-    import analysis as an
+    import stability.analysis as an
 
     trials = read_study(factor_study).trials
     assert any(isinstance(c, np.ndarray) for c in trials["patch_cos_sim_layers"])  # as pyarrow hands them over
@@ -117,7 +117,7 @@ def test_per_layer_similarity_matches_hand_computed_quartiles(factor_study, fact
 
 
 def test_split_per_layer_similarity_by_a_dotted_column(factor_study, tmp_path):
-    import analysis as an
+    import stability.analysis as an
 
     table = an.layer_similarity_table(read_study(factor_study).trials, ["distillation.type"])
     soft = table[(table["distillation.type"] == "soft") & (table["layer"] == 1)]

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.sensitivity import lr_sensitivities, lr_sensitivity
-from analysis.verdicts import points_needed, verdicts, wilson_interval
+from stability.analysis.sensitivity import lr_sensitivities, lr_sensitivity
+from stability.analysis.verdicts import points_needed, verdicts, wilson_interval
 
 
 def trials_of(errors: dict[str, list[float]], repeats: int = 1, status=None, optimizer="adamw") -> pd.DataFrame:

@@ -72,7 +72,7 @@ class Study:
 
 def open_folder(path: str, split_by: Sequence[str], facet_by: str, seed: int) -> Study:
     """The study at `path`; UsageError (the report's one line) when it holds none."""
-    from analysis.facets import FACET_BY
+    from stability.analysis.facets import FACET_BY
     from stability.report.columns import check_split_by
     from stability.report.load import load
 

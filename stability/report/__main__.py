@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from analysis.facets import FACET_BY
+from stability.analysis.facets import FACET_BY
 from stability.cli import UsageError, fail
 from stability.report.build import build
 from stability.report.columns import check_split_by

@@ -14,7 +14,7 @@ from stability.results.schema import BASE_COLUMNS, OUTCOME_COLUMNS, REQUIRED_COL
 def sampled_params(trials: pd.DataFrame, records: Sequence[dict[str, Any]]) -> list[str]:
     """The numeric knobs any folder samples from a range (lr and weight_decay first), without repeats;
     from each folder's sampled-knob records (study.yaml `knobs`)."""
-    from analysis import sampled_columns
+    from stability.analysis import sampled_columns
 
     params = []
     for rec in records:
@@ -25,14 +25,14 @@ def sampled_params(trials: pd.DataFrame, records: Sequence[dict[str, Any]]) -> l
 def factors(trials: pd.DataFrame, split_by: Sequence[str], params: Sequence[str]) -> list[str]:
     """Knob columns with a few values that get their own EDF sections (not those already split by
     or sampled)."""
-    from analysis import factor_columns
+    from stability.analysis import factor_columns
 
     return factor_columns(trials, BASE_COLUMNS, exclude=[*split_by, *params])
 
 
 def check_split_by(trials: pd.DataFrame, split_by: Sequence[str]) -> None:
     """UsageError naming the columns that can be used when --split-by names another one."""
-    from analysis import split_choices
+    from stability.analysis import split_choices
 
     choices = split_choices(trials, REQUIRED_COLUMNS + OUTCOME_COLUMNS)
     for col in split_by:

@@ -20,7 +20,7 @@ def export_figures(figures: list[tuple[str, Any]], out_dir: Path) -> list[Path]:
         raise RuntimeError(f"static export needs kaleido: {EXPORT_HINT}") from None
     import plotly.io as pio
 
-    from analysis.plots import figure_to_svg_name
+    from stability.analysis.plots import figure_to_svg_name
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{figure_to_svg_name(name)}.svg" for name, _ in figures]

@@ -15,10 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-import analysis as an
-from analysis.facets import Facet, display_order, facet_mode, facets, parse_model
-from analysis.figures import arm_models
-from analysis.stats import ERROR
+import stability.analysis as an
+from stability.analysis.facets import Facet, display_order, facet_mode, facets, parse_model
+from stability.analysis.figures import arm_models
+from stability.analysis.stats import ERROR
 from stability.report.page import Figure
 
 # the sections that draw figures (see stability.report.sections), and the keys of each figure there

@@ -9,10 +9,10 @@ from typing import Any
 
 import pandas as pd
 
-import analysis as an
-from analysis.best_of_k import ESTIMATORS, LOW_VARIANCE, UNBIASED
-from analysis.facets import display_order
-from analysis.verdict_matrix import MATRIX_MODELS, matrix_models
+import stability.analysis as an
+from stability.analysis.best_of_k import ESTIMATORS, LOW_VARIANCE, UNBIASED
+from stability.analysis.facets import display_order
+from stability.analysis.verdict_matrix import MATRIX_MODELS, matrix_models
 from stability.report.figures import EPOCHS, FACTOR, LAYERS, OPTIMIZERS, SLICE, VERDICTS, Arms, arms, draw
 from stability.report.page import Block, Details, Figure, Heading, Note, Page, Section, Verdict
 from stability.report.tables import failed_table, ks_table, running_table, spec_listings, summary_table, trials_table

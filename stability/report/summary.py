@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.best_of_k import UNBIASED, expected_best_with_replacement
+from stability.analysis.best_of_k import UNBIASED, expected_best_with_replacement
 
 
 def json_value(x: Any) -> Any:
@@ -54,7 +54,7 @@ def _json_key(key: Any) -> str:
 
 def _low_variance(trials: pd.DataFrame, groups: list[dict[str, Any]], split_by: Sequence[str]) -> list[dict[str, Any]]:
     """Each group with `expected_best_low_variance` ({k: value}) at the k of its `expected_best`."""
-    from analysis.stats import ERROR, group_keys, iter_groups, usable_trials
+    from stability.analysis.stats import ERROR, group_keys, iter_groups, usable_trials
 
     keys = group_keys(split_by)
     errors = {tuple(json_value(v) for v in k.values()): g[ERROR].to_numpy(float)
@@ -69,8 +69,8 @@ def _low_variance(trials: pd.DataFrame, groups: list[dict[str, Any]], split_by: 
 def _with_sensitivity(trials: pd.DataFrame, groups: list[dict[str, Any]], split_by: Sequence[str],
                       seed: int) -> list[dict[str, Any]]:
     """Each group with `lr_sensitivity` ({value, ci, n}, `analysis.sensitivity`) over its own trials."""
-    from analysis.sensitivity import by_group, lr_sensitivities
-    from analysis.stats import group_keys
+    from stability.analysis.sensitivity import by_group, lr_sensitivities
+    from stability.analysis.stats import group_keys
 
     keys = group_keys(split_by)
     found = by_group(json_value(lr_sensitivities(trials, keys, seed=seed)), keys)
@@ -96,14 +96,14 @@ def summary(trials: pd.DataFrame, split_by: Sequence[str], params: Sequence[str]
     model is to its learning rate, with its interval (`analysis.sensitivity`). `edf_bands` and
     `tuning_curves` (per study, optimizer, epochs and model): the exact simultaneous 95% bands of
     the error EDF and of the median best error after k trials (`analysis.bands`)."""
-    from analysis.edges import edge_warnings
-    from analysis.frontier import stability_frontier
-    from analysis.importance import importance
-    from analysis.noise import seed_variance
-    from analysis import factor_levels, group_stats, ks_models, ks_optimizers, layer_similarity_table
-    from analysis.bands import edf_bands, tuning_curves
-    from analysis.sensitivity import lr_sensitivities
-    from analysis.verdicts import verdicts
+    from stability.analysis.edges import edge_warnings
+    from stability.analysis.frontier import stability_frontier
+    from stability.analysis.importance import importance
+    from stability.analysis.noise import seed_variance
+    from stability.analysis import factor_levels, group_stats, ks_models, ks_optimizers, layer_similarity_table
+    from stability.analysis.bands import edf_bands, tuning_curves
+    from stability.analysis.sensitivity import lr_sensitivities
+    from stability.analysis.verdicts import verdicts
 
     split_by, params = list(split_by), list(params)
     sensitivity = lr_sensitivities(trials, seed=seed)

@@ -39,12 +39,12 @@ def spec_reference() -> list[str]:
 
 def builtin_names() -> list[str]:
     """Names of the built-in studies shipped in the `search_spaces` package."""
-    root = importlib.resources.files("search_spaces")
+    root = importlib.resources.files("stability.search_spaces")
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
 def builtin_description(name: str) -> str:
-    text = (importlib.resources.files("search_spaces") / f"{name}.yaml").read_text()
+    text = (importlib.resources.files("stability.search_spaces") / f"{name}.yaml").read_text()
     data = yaml.safe_load(text) or {}
     return str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""
 
@@ -66,7 +66,7 @@ def read_spec_source(study: str) -> tuple[str, str]:
             raise SpecError(f"cannot read study file {study}: {exc}") from None
     if study not in builtin_names():
         raise SpecError(f"unknown study {study!r}: not a file and not a built-in; built-ins: {', '.join(builtin_names())}")
-    return (importlib.resources.files("search_spaces") / f"{study}.yaml").read_text(), f"built-in study {study}"
+    return (importlib.resources.files("stability.search_spaces") / f"{study}.yaml").read_text(), f"built-in study {study}"
 
 
 def parse_spec(text: str, source: str, overrides: list[str] = ()) -> StudySpec:

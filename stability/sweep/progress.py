@@ -116,7 +116,7 @@ class SweepProgress:
 
 def print_summary(trials, console: Console) -> None:
     """Per model, optimizer and epochs: trials, best and median error, diverged, failed (analysis.stats)."""
-    from analysis.stats import group_stats
+    from stability.analysis.stats import group_stats
 
     stats = group_stats(trials, n_boot=100, n_range_boot=100)  # the intervals are the report's, not needed here
     table = Table(title="top-1 error (%) per model, optimizer and epochs", title_justify="left")
