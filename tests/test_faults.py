@@ -54,26 +54,37 @@ def test_a_killed_worker_is_retried_and_the_study_completes(ray_cluster, tmp_pat
     assert not curves.duplicated(["trial_id", "epoch"]).any()  # the retried trial's curve starts afresh
 
 
-@pytest.mark.parametrize("signum, code, name", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
-                         ids=["ctrl-c-130", "sigterm-143"])
-def test_a_stop_signal_keeps_finished_trials_prints_resume_and_exits_with_its_code(signum, code, name, ray_cluster,
-                                                                                     tmp_path):
+def test_a_stop_signal_keeps_finished_trials_prints_resume_and_exits_with_its_code(ray_cluster, tmp_path):
     """Ctrl-C, and SIGTERM (a scheduler's stop, `kill`), take one path: the trials stop, finished ones are
-    kept, the resume command is printed and the study lock released; no Ray signal dump, no traceback."""
-    args = [sys.executable, "-m", "stability.sweep", TINY, "--address", ray_cluster["address"],
-            "--storage", str(tmp_path), "--set", f"name={name}", "--set", "epochs=3", "--set", "samples=2"]
-    driver = subprocess.Popen(args, cwd=REPO, env=ray_cluster["env"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    trials_dir = tmp_path / name / "trials.parquet"
+    kept, the resume command is printed and the study lock released; no Ray signal dump, no traceback.
+    Two sweeps at once, each sent its signal once it has stored a trial."""
+    cases = {"interrupted": (signal.SIGINT, 130), "terminated": (signal.SIGTERM, 143)}
+    drivers = {}
+    for name in cases:
+        args = [sys.executable, "-m", "stability.sweep", TINY, "--address", ray_cluster["address"],
+                "--storage", str(tmp_path), "--set", f"name={name}", "--set", "epochs=3", "--set", "samples=2"]
+        drivers[name] = subprocess.Popen(args, cwd=REPO, env=ray_cluster["env"], stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True)
+    running = dict(drivers)
+
+    def signal_each_once_a_trial_is_stored() -> bool:
+        for name in list(running):
+            trials_dir = tmp_path / name / "trials.parquet"
+            if trials_dir.is_dir() and any(trials_dir.glob("*.parquet")):
+                running.pop(name).send_signal(cases[name][0])
+        return not running
+
     try:
-        assert wait_for(lambda: trials_dir.is_dir() and any(trials_dir.glob("*.parquet")), timeout=300)
-        driver.send_signal(signum)
-        _, err = driver.communicate(timeout=120)
+        assert wait_for(signal_each_once_a_trial_is_stored, timeout=300, every=0.2), f"no trial of {sorted(running)}"
+        errs = {name: driver.communicate(timeout=120)[1] for name, driver in drivers.items()}
     finally:
-        driver.kill()
-    assert driver.returncode == code, err[-3000:]
-    assert f"python -m stability.sweep {TINY} --storage {tmp_path} --address {ray_cluster['address']} --resume" in err
-    assert "Traceback" not in err and "SIGTERM" not in err
-    kept = pd.read_parquet(trials_dir)
-    assert 1 <= len(kept) < 8 and kept["trial_id"].is_unique
-    assert not (tmp_path / name / ".lock").exists()
+        for driver in drivers.values():
+            driver.kill()
+    for name, (_, code) in cases.items():
+        err = errs[name]
+        assert drivers[name].returncode == code, err[-3000:]
+        assert f"python -m stability.sweep {TINY} --storage {tmp_path} --address {ray_cluster['address']} --resume" in err
+        assert "Traceback" not in err and "SIGTERM" not in err
+        kept = pd.read_parquet(tmp_path / name / "trials.parquet")
+        assert 1 <= len(kept) < 8 and kept["trial_id"].is_unique
+        assert not (tmp_path / name / ".lock").exists()

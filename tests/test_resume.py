@@ -63,21 +63,21 @@ def saved_state(folder) -> dict | None:
     return states[0] if states else None
 
 
+def state_after(root, epoch: int) -> dict | None:
+    """The checkpoint in the study folder `root` when it holds epoch `epoch` or a later one, else None."""
+    try:
+        state = saved_state(root / "checkpoints")
+    except Exception:  # replaced while being read
+        return None
+    return state if state is not None and state["epoch"] >= epoch else None
+
+
 def checkpoint_after(root, epoch: int) -> dict:
     """Wait for a checkpoint of at least `epoch`; returns it."""
-    found: dict = {}
-
-    def ready() -> bool:
-        try:
-            state = saved_state(root / "checkpoints")
-        except Exception:  # replaced while being read
-            return False
-        if state is not None and state["epoch"] >= epoch:
-            found.update(state)
-        return bool(found)
-
-    assert wait_for(ready, timeout=180, every=0.1), "no checkpoint was written"
-    return found
+    found: list[dict] = []
+    assert wait_for(lambda: found.append(state_after(root, epoch)) or found[-1] is not None, timeout=180, every=0.1), \
+        "no checkpoint was written"
+    return found[-1]
 
 
 def check_resumed_exactly(root, expected: dict[str, dict], saved: dict) -> None:
@@ -125,20 +125,43 @@ def test_a_killed_trial_worker_resumes_from_its_checkpoint_with_the_uninterrupte
     check_resumed_exactly(tmp_path / "resume", expected, saved)
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["one-trial", "fused-group"])
-def test_a_killed_driver_then_resume_continues_each_running_trial_from_its_checkpoint(fused, ray_cluster, tmp_path):
-    study = write_study(tmp_path, samples=2 if fused else 1, fused=2 if fused else 1)
-    expected = reference(study, fused=fused)
-    driver = start_sweep(study, ray_cluster, tmp_path)
+def test_a_killed_driver_then_resume_continues_each_running_trial_from_its_checkpoint(ray_cluster, tmp_path):
+    """A lone trial and a fused group, each in a study of its own, swept at the same time (one CPU
+    each); each driver is killed once its trial has a checkpoint, then both studies are resumed."""
+    cases = {}
+    for name, fused in (("one-trial", False), ("fused-group", True)):
+        folder = tmp_path / name
+        folder.mkdir()
+        study = write_study(folder, samples=2 if fused else 1, fused=2 if fused else 1)
+        cases[name] = {"folder": folder, "study": study, "expected": reference(study, fused=fused)}
+    drivers = {name: start_sweep(case["study"], ray_cluster, case["folder"]) for name, case in cases.items()}
+    running = dict(drivers)
+
+    def kill_each_once_checkpointed() -> bool:
+        for name in list(running):
+            state = state_after(cases[name]["folder"] / "resume", 3)
+            if state is not None:
+                cases[name]["saved"] = state
+                running.pop(name).send_signal(signal.SIGKILL)
+        return not running
+
     try:
-        saved = checkpoint_after(tmp_path / "resume", 3)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=60)
+        assert wait_for(kill_each_once_checkpointed, timeout=180, every=0.1), f"no checkpoint of {sorted(running)}"
+        for driver in drivers.values():
+            driver.wait(timeout=60)
     finally:
-        driver.kill()
-    running = (tmp_path / "resume" / "running.json").read_text()
-    assert all(trial_id in running for trial_id in expected)  # the folder said which trials were running
-    again = start_sweep(study, ray_cluster, tmp_path, "--resume")
-    _, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err[-3000:]
-    check_resumed_exactly(tmp_path / "resume", expected, saved)
+        for driver in drivers.values():
+            driver.kill()
+    for case in cases.values():
+        running_file = (case["folder"] / "resume" / "running.json").read_text()
+        assert all(trial_id in running_file for trial_id in case["expected"])  # the folder said which trials ran
+    again = {name: start_sweep(case["study"], ray_cluster, case["folder"], "--resume") for name, case in cases.items()}
+    try:
+        for name, driver in again.items():
+            _, err = driver.communicate(timeout=300)
+            assert driver.returncode == 0, f"{name}: {err[-3000:]}"
+    finally:
+        for driver in again.values():
+            driver.kill()
+    for case in cases.values():
+        check_resumed_exactly(case["folder"] / "resume", case["expected"], case["saved"])
