@@ -150,6 +150,22 @@ def wait_for(predicate, timeout: float, every: float = 0.5) -> bool:
 
 
 
+def command_lines_while(process: subprocess.Popen, timeout: float = 600) -> set[str]:
+    """The command line of every other process of the machine, sampled every 0.1 s until `process` ends."""
+    import psutil
+
+    seen: set[str] = set()
+
+    def sample() -> bool:
+        for other in psutil.process_iter(["pid", "cmdline"]):
+            if other.info["pid"] != process.pid:
+                seen.add(" ".join(other.info["cmdline"] or []))
+        return process.poll() is not None
+
+    assert wait_for(sample, timeout=timeout, every=0.1), f"{process.args[:3]} did not end in {timeout} s"
+    return seen
+
+
 @pytest.fixture
 def sweep(ray_cluster):
     """`python -m stability.sweep ARGS --address <the shared cluster>` run in this process (no new

@@ -17,11 +17,10 @@ from argparse import Namespace
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
-from conftest import REPO, TESTS, free_port, run_cli, wait_for
+from conftest import REPO, TESTS, command_lines_while, free_port, run_cli
 
 from stability.results.lock import LockHeld, StudyLock, study_lock
 from stability.results.object_lock import ObjectStudyLock
@@ -261,13 +260,15 @@ def test_an_unreachable_object_store_is_one_line_for_dry_run_and_mid_run(s3, tmp
     with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    dead = f"s3://bucket/runs?endpoint_override=http://127.0.0.1:{port}&scheme=http"
+    planted = f"deadsecret{uuid.uuid4().hex[:12]}"  # credentials in the URI: no output of the failing run shows them
+    dead = f"s3://deadkey:{planted}@bucket/runs?endpoint_override=http://127.0.0.1:{port}&scheme=http"
     out = run_cli("stability.sweep", TINY, "--dry-run", "--storage", dead, env={**s3["env"], "RAY_TMPDIR": str(tmp_path)},
                   timeout=120)
     assert out.returncode == 2, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --storage: the object store failed:"), lines
     assert "Traceback" not in out.stderr and "--resume" in lines[0]
+    assert planted not in out.stdout + out.stderr
     with pytest.raises(UsageError) as info:
         with storage_errors([TINY, "--storage", dead]):
             try:
@@ -275,6 +276,7 @@ def test_an_unreachable_object_store_is_one_line_for_dry_run_and_mid_run(s3, tmp
             except OSError:
                 raise TuneError("Traceback (most recent call last): ...")
     assert str(info.value).startswith("--storage: the object store failed: ") and "\n" not in str(info.value)
+    assert planted not in str(info.value)  # the mid-run message and its resume command
 
 
 def test_every_resume_command_hides_the_uris_secrets():
@@ -358,16 +360,8 @@ def test_no_credential_of_the_uri_or_the_environment_is_left_on_disk(s3, ray_clu
                                "--storage", storage, "--set", "samples=1", "--set", "resources.checkpoint_every=1",
                                "--set", "models=[vit_c_tiny]", "--report", "--report-every", "0.1"],
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    command_lines: set[str] = set()  # of every other process of the machine, sampled while the sweep runs
-
-    def sample() -> bool:
-        for process in psutil.process_iter(["pid", "cmdline"]):
-            if process.info["pid"] != driver.pid:  # the user's own command line holds the URI they typed
-                command_lines.add(" ".join(process.info["cmdline"] or []))
-        return driver.poll() is not None
-
-    try:
-        assert wait_for(sample, timeout=600, every=0.1)
+    try:  # the driver's own command line holds the URI the user typed; no process it starts may
+        command_lines = command_lines_while(driver)
         out = subprocess.CompletedProcess(driver.args, driver.returncode, *driver.communicate(timeout=60))
     finally:
         driver.kill()
