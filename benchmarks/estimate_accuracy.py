@@ -4,7 +4,7 @@ For each study (the built-in `default`; a 2-model imagefolder study on JPEGs thi
 
 1. `python -m stability.sweep STUDY --dry-run --calibrate` in a fresh storage: the estimate from a
    calibration in this one process (a few engine steps per shape, cached in <storage>/.calibration/);
-2. `python -m stability.sweep STUDY` in another fresh storage, timed end to end (Ray start-up
+2. `python -m stability.sweep STUDY --calibrate` in another fresh storage, timed end to end (Ray start-up
    included): the actual wall time. The run calibrates first, in Ray tasks, as many at once as trials
    will share the machine, and prints its estimate; a dry run in a third storage holding only that
    cache gives the same figure in seconds (plus the calibration's own seconds, which the run spent);
@@ -81,7 +81,7 @@ def measure(study: str, name: str, storage: str) -> dict:
 
     calibrated = dry_estimate(study, "--storage", f"{storage}_lone", "--calibrate")
     load_before = os.getloadavg()[0]
-    out, actual = sweep(study, "--storage", storage)
+    out, actual = sweep(study, "--storage", storage, "--calibrate")  # on a CPU box a run calibrates when asked
     load_after = os.getloadavg()[0]
     printed = next((line for line in out.stderr.splitlines() if line.startswith("estimate: ")), "")
     spent = re.search(r"\+ (\d+) s of calibration", printed)

@@ -91,3 +91,16 @@ def test_a_checkpoint_written_here_loads_with_weights_only(tmp_path):
     run_trial(cfg, device="cpu", checkpoint=TrialCheckpoint(tmp_path / "t", CheckpointPolicy(1)))
     state = torch.load(tmp_path / "t" / "state.pt", weights_only=True)
     assert state["epoch"] == 1 and state["owner"] == checkpoint_owner([cfg])
+
+
+def test_a_state_of_an_older_checkpoint_format_counts_as_none(tmp_path, capfd):
+    """A checkpoint a previous version wrote (format 2: no loop times beside the state) is not restored
+    half-way: it counts as none, said once, and the trial starts over."""
+    checkpoint = TrialCheckpoint(tmp_path / "t", CheckpointPolicy(1)).bind([config()])
+    checkpoint.folder.mkdir()
+    buffer = io.BytesIO()
+    torch.save({"format": STATE_FORMAT - 1, "owner": checkpoint.owner, "epoch": 1, "step": 3}, buffer)
+    checkpoint.path.write_bytes(buffer.getvalue())
+    assert checkpoint.load() is None and checkpoint.load() is None
+    err = capfd.readouterr().err
+    assert err.count("not a checkpoint of this version; ignored, the trial starts over") == 1
