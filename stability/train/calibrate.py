@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from stability.data import load_dataset
 from stability.spec.trial import TrialConfig
+from stability.train.loop import trial_data
 
 WARMUP_STEPS = 2
 STEPS = 5
@@ -106,10 +106,9 @@ def calibrate(cfgs: list[TrialConfig], device: str | torch.device = "auto", step
     share = {"batch_size": max(1, cfgs[0].train.batch_size // workers)} if workers > 1 else {}
     one_epoch = [cfg.model_copy(update={"epochs": 1, "train": cfg.train.model_copy(update=share)}) for cfg in cfgs]
     first = one_epoch[0]
-    ds, recipe = first.dataset, first.train
+    recipe = first.train
     start = time.perf_counter()
-    data = load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download,
-                        **ds.options)
+    data = trial_data(first, device)
     real_steps = data.steps_per_epoch(recipe.batch_size)
     eval_batch = recipe.eval_batch_size if len(cfgs) == 1 else max(recipe.batch_size,  # as evaluate_fused
                                                                      recipe.eval_batch_size // len(cfgs))

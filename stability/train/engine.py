@@ -8,7 +8,6 @@ is the trial's metrics. A non-finite loss is a result (status "diverged"), not a
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 from typing import Any, Callable
@@ -18,7 +17,6 @@ import torch
 from timm.data import Mixup
 from timm.utils import ModelEmaV3
 
-from stability.data import load_dataset
 from stability.models import (
     block_patch_tokens,
     build_model,
@@ -28,7 +26,14 @@ from stability.models import (
 from stability.spec.errors import TrialSetupError
 from stability.spec.trial import TrialConfig
 from stability.train.checkpoint import TrialCheckpoint, capture, restore
-from stability.train.loop import Clock, run_epochs
+from stability.train.loop import (
+    Clock,
+    autocast_for,
+    curve_point,
+    epoch_steps,
+    run_epochs,
+    trial_data,
+)
 from stability.train.losses import Objective, TrainForward
 from stability.train.optim import (
     build_optimizer,
@@ -164,11 +169,7 @@ class _Trial:
         self.rank, self.world = _distributed()
         seed_everything(cfg.seed)
         recipe = self.recipe = cfg.train
-        ds = cfg.dataset
-        if data is None:
-            data = load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download,
-                                **ds.options)
-        self.data = data
+        data = self.data = trial_data(cfg, device, data)
 
         overrides = {"in_chans": data.in_chans, **({"drop_path_rate": recipe.drop_path} if recipe.drop_path else {})}
         model = build_model(cfg.model, data.num_classes, data.img_size, **{**overrides, **cfg.model_args}).to(device)
@@ -189,12 +190,8 @@ class _Trial:
             train_model = torch.compile(train_model)
         self.train_model = train_model
 
-        if recipe.batch_size % self.world:
-            raise TrialSetupError(f"train.batch_size {recipe.batch_size} is not divisible by {self.world} workers")
+        steps_per_epoch = epoch_steps(data, recipe, self.world)
         self.batch_size = recipe.batch_size // self.world
-        steps_per_epoch = data.steps_per_epoch(self.batch_size, self.world)
-        if steps_per_epoch < 1:
-            raise TrialSetupError(f"train.batch_size {recipe.batch_size} exceeds the {data.train_size} training images")
         self.optimizer = build_optimizer(model, cfg, fused=fused_kernels_available(device))
         self.scheduler = build_scheduler(self.optimizer, cfg, steps_per_epoch)
         self.ema = ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema else None
@@ -207,8 +204,7 @@ class _Trial:
         self.objective = Objective(num_classes=data.num_classes, label_smoothing=recipe.label_smoothing,
                                    distillation=recipe.distillation, patch_losses=recipe.patch_losses,
                                    teacher=teacher_model, patch_size=_patch_size(model, data.img_size), seed=cfg.seed)
-        use_bf16 = device.type == "cuda" and recipe.precision == "bf16"
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        self.autocast = autocast_for(device, recipe)
         self.generator = torch.Generator().manual_seed(cfg.batches_seed)  # data order and augmentation
 
         self.curve: list[dict[str, Any]] = []
@@ -254,8 +250,7 @@ class _Trial:
     def evaluate(self, epoch: int, clock: Clock) -> None:
         err = evaluate(self.eval_model, self.data, self.recipe.eval_batch_size, self.autocast)
         self.best_err = min(self.best_err, err)
-        point = {"epoch": epoch, "train_loss": self.train_loss, "top1_err": err,
-                 "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": clock.elapsed()}
+        point = curve_point(epoch, self.train_loss, err, self.optimizer, clock)
         self.curve.append(point)
         if self.on_epoch is not None:
             self.on_epoch(point)

@@ -1,18 +1,56 @@
 """The epoch loop of every trial, written once: continue from the trial's checkpoint, train an
 epoch, time it, evaluate, checkpoint. A trial alone (`engine.run_trial`) and a fused group
 (`fused.engine.run_fused_trials`) supply only what differs, an `Epochs`: one model or K, how an
-epoch trains and is evaluated, what their state holds.
+epoch trains and is evaluated, what their state holds. The set-up both share (the data, the steps
+of an epoch, autocast, a curve point) is here too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import torch
 
+from stability.data import load_dataset
+from stability.spec.errors import TrialSetupError
+from stability.spec.trial import Recipe, TrialConfig
 from stability.train.checkpoint import TrialCheckpoint
+
+
+def trial_data(cfg: TrialConfig, device: torch.device, data=None):
+    """`data` when given (calibration passes a timed view of it), else the dataset `cfg` names, on `device`."""
+    if data is not None:
+        return data
+    ds = cfg.dataset
+    return load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download, **ds.options)
+
+
+def epoch_steps(data, recipe: Recipe, world: int = 1) -> int:
+    """Optimizer steps in an epoch of `recipe.batch_size` images split over `world` workers
+    (TrialSetupError when the batch does not split or is larger than the training set)."""
+    if recipe.batch_size % world:
+        raise TrialSetupError(f"train.batch_size {recipe.batch_size} is not divisible by {world} workers")
+    steps = data.steps_per_epoch(recipe.batch_size // world, world)
+    if steps < 1:
+        raise TrialSetupError(f"train.batch_size {recipe.batch_size} exceeds the {data.train_size} training images")
+    return steps
+
+
+def autocast_for(device: torch.device, recipe: Recipe) -> Callable[[], Any]:
+    """A context factory: bf16 autocast on CUDA when the recipe asks for it, else nothing."""
+    if device.type == "cuda" and recipe.precision == "bf16":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def curve_point(epoch: int, train_loss: float, err: float, optimizer: torch.optim.Optimizer,
+                clock: Clock) -> dict[str, Any]:
+    """One point of a trial's curve (the curves table's columns), taken when the epoch is evaluated."""
+    return {"epoch": epoch, "train_loss": train_loss, "top1_err": err, "lr": optimizer.param_groups[0]["lr"],
+            "elapsed_s": clock.elapsed()}
 
 
 class Epochs(Protocol):

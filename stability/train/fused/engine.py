@@ -20,16 +20,13 @@ study throughput is K trials per `wall_time_s`.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-from stability.data import load_dataset
 from stability.models import build_model, model_info
-from stability.spec.errors import TrialSetupError
 from stability.spec.trial import Recipe, TrialConfig
 from stability.train.checkpoint import (
     TrialCheckpoint,
@@ -46,7 +43,14 @@ from stability.train.engine import (
 )
 from stability.train.fused.model import FusedViT
 from stability.train.fused.rules import check_fusable_configs
-from stability.train.loop import Clock, run_epochs
+from stability.train.loop import (
+    Clock,
+    autocast_for,
+    curve_point,
+    epoch_steps,
+    run_epochs,
+    trial_data,
+)
 from stability.train.optim import (
     build_optimizer,
     build_scheduler,
@@ -105,17 +109,11 @@ class _Group:
     def __init__(self, cfgs: list[TrialConfig], device: torch.device, data, on_epoch: FusedEpochCallback | None,
                  log: Callable[[str], None] | None):
         first = cfgs[0]
-        self.recipe, ds = first.train, first.dataset
+        self.recipe = first.train
         self.device, self.on_epoch, self.log = device, on_epoch, log
         seed_everything(first.seed)
-        if data is None:
-            data = load_dataset(ds.name, root=ds.root, img_size=ds.img_size, device=device, download=ds.download,
-                                **ds.options)
-        self.data = data
-        steps_per_epoch = data.steps_per_epoch(self.recipe.batch_size)
-        if steps_per_epoch < 1:
-            raise TrialSetupError(f"train.batch_size {self.recipe.batch_size} exceeds the {data.train_size} "
-                                  f"training images")
+        data = self.data = trial_data(first, device, data)
+        steps_per_epoch = epoch_steps(data, self.recipe)
         models = []
         for cfg in cfgs:  # each trial's own initialisation, as run_trial draws it
             seed_everything(cfg.seed)
@@ -126,8 +124,7 @@ class _Group:
         generators = {seed: torch.Generator().manual_seed(seed) for seed in {cfg.batches_seed for cfg in cfgs}}
         self.trials = [_Trial(cfg, model, steps_per_epoch, fused_optimizer=fused_kernels_available(device),
                               generator=generators[cfg.batches_seed]) for cfg, model in zip(cfgs, models)]
-        use_bf16 = device.type == "cuda" and self.recipe.precision == "bf16"
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        self.autocast = autocast_for(device, self.recipe)
 
     def live(self) -> bool:
         return any(t.active for t in self.trials)
@@ -250,8 +247,7 @@ def _record_epoch(trial: _Trial, k: int, epoch: int, err: float, clock: Clock,
                   on_epoch: FusedEpochCallback | None, log: Callable[[str], None] | None) -> None:
     cfg = trial.cfg
     trial.best_err = min(trial.best_err, err)
-    point = {"epoch": epoch, "train_loss": trial.train_loss, "top1_err": err,
-             "lr": trial.optimizer.param_groups[0]["lr"], "elapsed_s": clock.elapsed()}
+    point = curve_point(epoch, trial.train_loss, err, trial.optimizer, clock)
     trial.curve.append(point)
     if on_epoch is not None:
         on_epoch(k, point)
