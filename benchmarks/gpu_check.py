@@ -34,7 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gpu_check_report import junit_summary, markdown, pytest_log_summary, targets
+from benchmarks.gpu_check_report import (
+    junit_summary,
+    markdown,
+    pytest_log_summary,
+    targets,
+)
+from benchmarks.without import within
 
 REPO = Path(__file__).resolve().parents[1]
 HIDDEN = "ray,optuna,plotly,stability.analysis"  # packages no part may import (absent on the GPU machine, or not on this path)
@@ -223,7 +229,7 @@ def probe(path: str) -> int:
         except ImportError as exc:
             failures[name] = str(exc)
     info["engine_import_errors"] = failures
-    info["hidden_loaded"] = sorted({h for h in HIDDEN.split(",") for m in sys.modules if m == h or m.startswith(h + ".")})
+    info["hidden_loaded"] = sorted({h for h in HIDDEN.split(",") if any(within(m, [h]) for m in sys.modules)})
     try:
         smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,"
                               "temperature.gpu,power.draw", "--format=csv,noheader"],

@@ -14,6 +14,11 @@ import runpy
 import sys
 
 
+def within(name: str, packages) -> bool:
+    """Whether module `name` is one of `packages` (dotted names allowed) or inside one."""
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
 class Hidden(importlib.abc.MetaPathFinder):
     """Refuses every import of the named packages (dotted names allowed) and their submodules."""
 
@@ -21,7 +26,7 @@ class Hidden(importlib.abc.MetaPathFinder):
         self.packages = packages
 
     def find_spec(self, name, path=None, target=None):
-        if any(name == p or name.startswith(p + ".") for p in self.packages):
+        if within(name, self.packages):
             raise ModuleNotFoundError(f"No module named {name!r} (hidden by benchmarks.without)", name=name)
         return None
 
