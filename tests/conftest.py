@@ -115,7 +115,8 @@ def stop_cluster(ray_tmp: str, grace: float = 10.0) -> None:
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """Address of a local head node (2 CPUs) shared by the Ray tests; its processes are stopped afterwards.
+    """Address of a local head node (2 CPUs) shared by the Ray tests of this test process (each pytest-xdist
+    worker has its own); its processes are stopped afterwards.
 
     Yields `address`, `env` (the environment for drivers: the cluster's RAY_TMPDIR and auth token) and
     `tmpdir` (that RAY_TMPDIR, by which `cluster_pids` tells this cluster's processes from others')."""
@@ -138,6 +139,21 @@ def run_cli(module: str, *args: str, env: dict | None = None, timeout: float = 6
     """Run `python -m <module> args...` from the repository root."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env or dict(os.environ),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_main(main, *args) -> subprocess.CompletedProcess:
+    """A command's `main(argv)` in this process, as `run_cli` runs it in a new one (exit code, stdout,
+    stderr), without a new interpreter's imports. For a run that starts no Ray and no process."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([*map(str, args)])
+        except SystemExit as exc:
+            code = exc.code
+    return subprocess.CompletedProcess([main.__module__, *map(str, args)], code or 0, out.getvalue(), err.getvalue())
 
 
 def wait_for(predicate, timeout: float, every: float = 0.5) -> bool:

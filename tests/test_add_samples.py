@@ -4,6 +4,7 @@ keep their ids and results, and only the new trials run."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -51,20 +52,20 @@ def test_grid_studies_and_missing_studies_are_refused(overrides, fragment, tmp_p
 
 
 @pytest.mark.ray
-def test_only_the_new_trials_run_and_the_old_ones_keep_their_rows(sweep, tmp_path):
-    """Also on a compacted study: its few files are read as the sweep's own and left as they are."""
-    common = ["--storage", tmp_path, "--set", "name=grow", "--set", "epochs=1", "--set", "models=[vit_p_tiny]"]
-    first = sweep(TINY, *common, "--set", "samples=1")
-    assert first.returncode == 0, first.stderr[-2000:]
-    trials_dir = tmp_path / "grow" / "trials.parquet"
-    assert results_main(["compact", str(tmp_path / "grow")]) == 0
+def test_only_the_new_trials_run_and_the_old_ones_keep_their_rows(tiny_study, sweep, tmp_path):
+    """The shared finished tiny study (2 samples), copied and compacted, grows by one sample: its few
+    files are read as the sweep's own and left as they are."""
+    shutil.copytree(tiny_study["study"], tmp_path / "tiny")
+    trials_dir = tmp_path / "tiny" / "trials.parquet"
+    assert results_main(["compact", str(tmp_path / "tiny")]) == 0
     before = {p.name: p.stat().st_mtime_ns for p in trials_dir.glob("*.parquet")}
     assert len(before) == 1
-    grown = sweep(TINY, *common, "--set", "samples=1", "--add-samples", "2")
+    grown = sweep(TINY, "--storage", tmp_path, "--add-samples", "1")
     assert grown.returncode == 0, grown.stderr[-2000:]
+    assert "8 of 12 trials already finished" in grown.stderr
     after = {p.name: p.stat().st_mtime_ns for p in trials_dir.glob("*.parquet")}
     assert all(after[name] == mtime for name, mtime in before.items())  # never re-run nor rewritten
-    expected = plan_trials(load_spec(TINY, ["name=grow", "epochs=1", "models=[vit_p_tiny]", "samples=3"]))
+    expected = plan_trials(load_spec(TINY, ["samples=3"]))
     trials = pd.read_parquet(trials_dir)
     assert sorted(trials["trial_id"]) == sorted(cfg.trial_id for cfg in expected)  # as if planned with 3 from the start
-    assert ResultsStore(tmp_path / "grow").read_spec()["spec"]["samples"] == 3
+    assert ResultsStore(tmp_path / "tiny").read_spec()["spec"]["samples"] == 3

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest import TESTS, run_cli
+from conftest import TESTS
 
 from stability.results.store import ResultsStore
 from stability.sampling import plan_trials
@@ -55,7 +55,8 @@ def write_earlier_study(storage: Path, name: str = "earlier", sets: tuple[str, .
 
 
 def dry_estimate(capsys, *argv: str) -> dict:
-    assert sweep_main([TINY, "--dry-run", *argv]) == 0
+    """The dry run's JSON, as many trials at once as the cluster allows (tiny.yaml itself runs one at a time)."""
+    assert sweep_main([TINY, "--dry-run", "--set", "resources.max_concurrent=64", *argv]) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
@@ -154,11 +155,9 @@ def test_the_progress_eta_uses_the_estimate_from_the_first_trial_on():
 
 
 @pytest.mark.ray
-def test_a_run_calibrates_on_the_trials_device_prints_the_estimate_and_caches_it(ray_cluster, tmp_path):
+def test_a_run_calibrates_on_the_trials_device_prints_the_estimate_and_caches_it(sweep, tmp_path, capsys):
     storage = tmp_path / "runs"
-    env = ray_cluster["env"]
-    out = run_cli("stability.sweep", TINY, "--storage", str(storage), "--set", "samples=1", "--address",
-                  ray_cluster["address"], "--calibrate", env=env)  # a CPU-only cluster calibrates when asked
+    out = sweep(TINY, "--storage", storage, "--set", "samples=1", "--calibrate")  # a CPU-only cluster calibrates when asked
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stderr.splitlines()
     line = next(x for x in lines if x.startswith("estimate: "))
@@ -167,9 +166,7 @@ def test_a_run_calibrates_on_the_trials_device_prints_the_estimate_and_caches_it
     cache = list((storage / CACHE_DIR).iterdir())
     assert len(cache) == 1 and json.loads(cache[0].read_text())["figures"]
     # a dry run of the same shapes under another name reads the finished study's curves
-    dry = run_cli("stability.sweep", TINY, "--storage", str(storage), "--set", "samples=1", "--set", "name=again",
-                  "--dry-run", env=env)
-    est = json.loads(dry.stdout.strip().splitlines()[-1])["estimate"]
+    est = dry_estimate(capsys, "--storage", str(storage), "--set", "samples=1", "--set", "name=again")["estimate"]
     assert est["wall_s"] > 0 and f"curves of {storage / 'tiny'}" in est["basis"]
 
 

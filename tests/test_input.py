@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
+from conftest import run_main
+from stability.sweep.__main__ import main as sweep_main
 
 try:  # the S3-compatible server of the object-storage tests (moto), for the shards read from a URI
     from test_object_storage import s3  # noqa: F401
@@ -115,7 +116,7 @@ def test_damaged_or_missing_shards_are_one_line_exit_2_before_anything_is_writte
     else:
         target.unlink()
     storage = tmp_path / "runs"
-    result = run_cli("stability.sweep", _study_yaml(tmp_path, shards), "--storage", str(storage))
+    result = run_main(sweep_main, _study_yaml(tmp_path, shards), "--storage", storage)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr

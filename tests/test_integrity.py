@@ -1,11 +1,10 @@
 """Hostile input and store integrity: a second sweep of a study refused (the lock itself is tested in
 test_lock.py), a damaged study.yaml refused in one line, `report --out` never replacing a link or a
-special file, and on a real cluster: two sweeps at once, a torn result file re-run, a killed
-driver's lock (damaged files in general: test_open_format.py)."""
+special file, and on a real cluster: two sweeps at once, a torn result file re-run (a killed
+driver's lock: test_sweep.py; damaged files in general: test_open_format.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import stat
@@ -16,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, TESTS, run_cli, wait_for
+from conftest import REPO, TESTS, run_cli
 from stability.results.lock import StudyLock
 from stability.results.store import ResultsStore, StoreError
 from stability.results.tables import TRIAL_KEYS, TableFile, check_file
@@ -221,23 +220,3 @@ def test_two_sweeps_of_one_study_at_once_only_one_runs(ray_cluster, sweep, tmp_p
     assert f"{victim} is damaged" in again.stderr and "1 of 2 trials already finished; running 1" in again.stderr
     assert len((study / "damaged" / "trials.parquet" / victim.name).read_bytes()) == 100
     assert check_file(TableFile(victim, 0.0), TRIAL_KEYS)[1] is None and len(pd.read_parquet(study / "trials.parquet")) == 2
-
-
-@pytest.mark.ray
-def test_a_killed_drivers_lock_does_not_block_an_immediate_resume(ray_cluster, sweep, tmp_path):
-    storage = tmp_path / "runs"
-    args = [sys.executable, "-m", "stability.sweep", TINY, "--address", ray_cluster["address"],
-            "--storage", str(storage), *SMALL]
-    driver = subprocess.Popen(args, cwd=REPO, env=ray_cluster["env"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    study = storage / "tiny"
-    try:
-        assert wait_for(lambda: (study / "study.yaml").is_file(), timeout=300)
-    finally:
-        driver.kill()  # SIGKILL: no chance to release the lock
-        driver.wait()
-    assert json.loads((study / ".lock").read_text())["pid"] == driver.pid
-    out = sweep(TINY, "--storage", storage, *SMALL, "--resume")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert f"pid {driver.pid} on host {socket.gethostname()}" in out.stderr and "is gone" in out.stderr
-    assert len(pd.read_parquet(study / "trials.parquet")) == 2 and not (study / ".lock").exists()

@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TESTS, run_cli, wait_for
+from conftest import REPO, TESTS, run_main, wait_for
 from rich.console import Console
 
 from stability.results.lock import process_state
+from stability.sweep.__main__ import main as sweep_main
 from stability.sweep.live_report import (
     ReportJob,
     live_report,
@@ -74,8 +75,7 @@ def test_a_failing_report_process_gives_its_last_stderr_line(tmp_path):
 
 def test_dry_run_with_report_only_says_it_would(tmp_path):
     """No lock, no folder, no Ray, no report: one line on stderr."""
-    out = run_cli("stability.sweep", TINY, "--dry-run", "--report", "--storage", str(tmp_path / "runs"),
-                  env={**os.environ, "RAY_TMPDIR": str(tmp_path)})
+    out = run_main(sweep_main, TINY, "--dry-run", "--report", "--storage", tmp_path / "runs")
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip() == f"--report: a run would rewrite {tmp_path / 'runs'}/tiny/report.html as trials finish"
     assert not (tmp_path / "runs").exists()

@@ -176,7 +176,7 @@ def test_flufl_lock_keeps_a_killed_holders_lock(tmp_path):
     """Why the study lock is hand-written: flufl.lock (hard link + lifetime, the well-kept library for
     locks on shared file systems) keeps the lock of a holder killed with SIGKILL until its lifetime
     runs out, where the study lock is taken over at once (`test_a_stale_lock_is_taken_over[dead-pid]`,
-    and `test_integrity.py::test_a_killed_drivers_lock_does_not_block_an_immediate_resume`)."""
+    and `test_sweep.py::test_killed_driver_loses_nothing_its_lock_does_not_block_and_resume_completes`)."""
     flufl = pytest.importorskip("flufl.lock")
     path = str(tmp_path / "flufl.lock")
     holder = subprocess.Popen([sys.executable, "-c", KILLED_HOLDER, path], stdout=subprocess.PIPE, text=True)

@@ -151,10 +151,9 @@ def test_a_resumed_sweep_reopens_its_runs_and_logs_each_epoch_once(tmp_path):
 
 
 @pytest.mark.ray
-def test_sweep_logs_each_trial_live_from_the_driver(ray_cluster, tmp_path):
+def test_sweep_logs_each_trial_live_from_the_driver(sweep, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(tmp_path / "runs"),
-                  *SMALL, "--mlflow", uri, env=ray_cluster["env"])
+    out = sweep(TINY, "--storage", tmp_path / "runs", *SMALL, "--mlflow", uri)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "MLflow" not in out.stderr  # nothing to say: every request was served
     root = tmp_path / "runs" / "tiny"
@@ -172,11 +171,10 @@ def test_sweep_logs_each_trial_live_from_the_driver(ray_cluster, tmp_path):
 
 
 @pytest.mark.ray
-def test_an_unreachable_tracking_server_costs_no_trial(ray_cluster, tmp_path):
-    env = {**ray_cluster["env"], "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+def test_an_unreachable_tracking_server_costs_no_trial(sweep, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     uri = f"http://127.0.0.1:{free_port()}"
-    out = run_cli("stability.sweep", TINY, "--address", ray_cluster["address"], "--storage", str(tmp_path / "runs"),
-                  *SMALL, "--mlflow", uri, env=env)
+    out = sweep(TINY, "--storage", tmp_path / "runs", *SMALL, "--mlflow", uri)
     assert out.returncode == 0, out.stderr[-3000:]
     said = [line for line in out.stderr.splitlines() if "cannot log to MLflow" in line]
     assert len(said) == 1 and said[0].startswith(f"warning: --mlflow {uri}: ") and "goes on without it" in said[0]

@@ -20,12 +20,13 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
-from conftest import REPO, TESTS, command_lines_while, free_port, run_cli
+from conftest import REPO, TESTS, command_lines_while, free_port, run_cli, run_main
 
 from stability.results.lock import LockHeld, StudyLock, study_lock
 from stability.results.object_lock import ObjectStudyLock
 from stability.results.storage import ObjectPath, full_uri, location, public_query
 from stability.results.store import ResultsStore, read_study
+from stability.sweep.__main__ import main as sweep_main
 
 pytest.importorskip("moto")
 
@@ -239,16 +240,17 @@ def test_report_of_a_running_study_says_how_many_are_running(s3):
 
 # --- the command line -----------------------------------------------------------------------------
 
-def test_sweep_refuses_a_missing_bucket_in_one_line(s3, tmp_path):
-    out = run_cli("stability.sweep", TINY, "--storage", f"s3://no-such-bucket/runs?{s3['query']}",
-                  env={**s3["env"], "RAY_TMPDIR": str(tmp_path)}, timeout=120)
+def test_sweep_refuses_a_missing_bucket_in_one_line(s3, tmp_path, monkeypatch):
+    for name, value in {**s3["env"], "RAY_TMPDIR": str(tmp_path)}.items():
+        monkeypatch.setenv(name, value)
+    out = run_main(sweep_main, TINY, "--storage", f"s3://no-such-bucket/runs?{s3['query']}")
     assert out.returncode == 2, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "--storage: cannot write to s3://no-such-bucket/runs/tiny" in lines[0]
     assert "Traceback" not in out.stderr and not os.listdir(tmp_path)  # Ray was not started
 
 
-def test_an_unreachable_object_store_is_one_line_for_dry_run_and_mid_run(s3, tmp_path):
+def test_an_unreachable_object_store_is_one_line_for_dry_run_and_mid_run(s3, tmp_path, monkeypatch):
     """Nothing listens on the endpoint: the dry run's read of study.yaml fails in one line (exit 2),
     and the same real pyarrow error raised mid-run inside Tune's TuneError becomes that line too."""
     from ray.tune.error import TuneError
@@ -262,8 +264,9 @@ def test_an_unreachable_object_store_is_one_line_for_dry_run_and_mid_run(s3, tmp
         port = sock.getsockname()[1]
     planted = f"deadsecret{uuid.uuid4().hex[:12]}"  # credentials in the URI: no output of the failing run shows them
     dead = f"s3://deadkey:{planted}@bucket/runs?endpoint_override=http://127.0.0.1:{port}&scheme=http"
-    out = run_cli("stability.sweep", TINY, "--dry-run", "--storage", dead, env={**s3["env"], "RAY_TMPDIR": str(tmp_path)},
-                  timeout=120)
+    for name, value in {**s3["env"], "RAY_TMPDIR": str(tmp_path)}.items():
+        monkeypatch.setenv(name, value)
+    out = run_main(sweep_main, TINY, "--dry-run", "--storage", dead)
     assert out.returncode == 2, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --storage: the object store failed:"), lines
@@ -298,46 +301,6 @@ def test_every_resume_command_hides_the_uris_secrets():
         assert secret not in command and secret not in failed
 
 
-@pytest.mark.ray
-def test_sweep_to_s3_then_report_from_s3(s3, sweep, tmp_path):
-    prefix = uuid.uuid4().hex
-    storage = uri(s3, prefix, "runs", user="testing:testing@")  # credentials that must not leak
-    out = sweep(TINY, "--storage", storage, "--set", "samples=1", "--set", "resources.checkpoint_every=1")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "testing:testing" not in out.stdout + out.stderr
-    study = location(uri(s3, prefix, "runs", "tiny"))
-    assert study.is_file() is False and (study / "study.yaml").is_file()
-    assert "testing" not in (study / "study.yaml").read_text()
-    assert not (study / ".lock").exists()  # released
-    # the trials checkpointed into the store (the folder is left once its files are deleted), none locally
-    assert (study / "checkpoints").exists() and not (REPO / "s3:").exists()
-    assert not [p for p in study.fs.get_file_info(pafs.FileSelector(f"{study.path}/checkpoints", allow_not_found=True,
-                                                                     recursive=True)) if p.type == pafs.FileType.File]
-    # what was written, read by pyarrow alone
-    written = pads.dataset(f"{study.path}/trials.parquet", filesystem=study.fs, format="parquet").to_table().to_pandas()
-    curves = pads.dataset(f"{study.path}/curves.parquet", filesystem=study.fs, format="parquet").to_table().to_pandas()
-    assert len(written) == 4 and len(curves) == 2 * len(written)  # 2 models x 2 optimizers x 1 point, 2 epochs
-    result = read_study(full_uri(study))
-    key = ["trial_id"]
-    pd.testing.assert_frame_equal(result.trials.sort_values(key).reset_index(drop=True),
-                                  written.sort_values(key).reset_index(drop=True), check_like=True)
-    pd.testing.assert_frame_equal(result.curves.sort_values(["trial_id", "epoch"]).reset_index(drop=True),
-                                  curves.sort_values(["trial_id", "epoch"]).reset_index(drop=True), check_like=True)
-    page = tmp_path / "report.html"
-    # the report command the sweep printed (no credentials in it: they come from the environment)
-    shown = shlex.split(next(line for line in out.stderr.splitlines() if line.startswith("report: "))[8:])[-1]
-    assert shown == str(study) and "testing" not in shown
-    report = run_cli("stability.report", shown, "--json", "--out", str(page), env=s3["env"], timeout=300)
-    assert report.returncode == 0, report.stderr[-3000:]
-    summary = json.loads(report.stdout)
-    assert sum(g["n"] for g in summary["groups"]) == len(written)
-    assert page.is_file() and "4 trials" in page.read_text()
-    # without --out the page goes beside the results, into the store (one PUT)
-    again = run_cli("stability.report", shown, env=s3["env"], timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.strip() == str(study / "report.html") and "4 trials" in (study / "report.html").read_text()
-
-
 def _files_holding(text: str, *folders) -> list[str]:
     """Every file under `folders` whose bytes hold `text` (logs, Tune's state files, sockets skipped)."""
     found = subprocess.run(["grep", "-rlaF", "-D", "skip", text, *map(str, folders)], capture_output=True, text=True)
@@ -345,10 +308,12 @@ def _files_holding(text: str, *folders) -> list[str]:
 
 
 def test_no_credential_of_the_uri_or_the_environment_is_left_on_disk(s3, ray_cluster, tmp_path):
-    """Credentials in the storage URI's user info and in the AWS variables reach the trials (they
-    checkpoint into the store) but no output, no file of Ray's session, Tune's folder or the temporary
-    folder, and no command line of any process while the sweep and its live report run; the Tune
-    folder is removed at the end, and one a kill -9 left is removed at the next start."""
+    """A sweep to S3, then its report from S3. Credentials in the storage URI's user info and in the
+    AWS variables reach the trials (they checkpoint into the store) but no output, no file of Ray's
+    session, Tune's folder or the temporary folder, and no command line of any process while the sweep
+    and its live report run; the Tune folder is removed at the end, and one a kill -9 left is removed
+    at the next start. What the sweep wrote reads back by pyarrow alone as the store reads it, and the
+    report command it printed (no credentials: they come from the environment) draws it."""
     uri_secret, env_secret = f"urisecret{uuid.uuid4().hex[:12]}", f"envsecret{uuid.uuid4().hex[:12]}"
     storage = uri(s3, uuid.uuid4().hex, "runs", user=f"stabilitykey:{uri_secret}@")
     tmp = tmp_path / "tmp"
@@ -373,8 +338,40 @@ def test_no_credential_of_the_uri_or_the_environment_is_left_on_disk(s3, ray_clu
     assert list(tmp.iterdir()) == []  # this run's Tune folder and the stale one are gone
     assert _files_holding(uri_secret, ray_cluster["tmpdir"], tmp_path) == []
     assert _files_holding(env_secret, ray_cluster["tmpdir"], tmp_path) == []
+
     study = location(uri(s3, storage.split("/")[3], "runs", "tiny"))
-    assert len(read_study(full_uri(study)).trials) == 2  # 1 model x 2 optimizers x 1 point, each checkpointed
+    assert study.is_file() is False and (study / "study.yaml").is_file()
+    assert "stabilitykey" not in (study / "study.yaml").read_text()
+    assert not (study / ".lock").exists()  # released
+    # the trials checkpointed into the store (the folder is left once its files are deleted), none locally
+    assert (study / "checkpoints").exists() and not (REPO / "s3:").exists()
+    assert not [p for p in study.fs.get_file_info(pafs.FileSelector(f"{study.path}/checkpoints", allow_not_found=True,
+                                                                     recursive=True)) if p.type == pafs.FileType.File]
+    # what was written, read by pyarrow alone
+    written = pads.dataset(f"{study.path}/trials.parquet", filesystem=study.fs, format="parquet").to_table().to_pandas()
+    curves = pads.dataset(f"{study.path}/curves.parquet", filesystem=study.fs, format="parquet").to_table().to_pandas()
+    assert len(written) == 2 and len(curves) == 2 * len(written)  # 1 model x 2 optimizers x 1 point, 2 epochs
+    result = read_study(full_uri(study))
+    key = ["trial_id"]
+    pd.testing.assert_frame_equal(result.trials.sort_values(key).reset_index(drop=True),
+                                  written.sort_values(key).reset_index(drop=True), check_like=True)
+    pd.testing.assert_frame_equal(result.curves.sort_values(["trial_id", "epoch"]).reset_index(drop=True),
+                                  curves.sort_values(["trial_id", "epoch"]).reset_index(drop=True), check_like=True)
+    page = tmp_path / "report.html"
+    # the page the sweep named (no credentials in it: they come from the environment), then a report of its own
+    shown = shlex.split(next(line for line in out.stderr.splitlines() if line.startswith("report: "))[8:])[-1]
+    assert shown == str(study / "report.html") and "stabilitykey" not in shown
+    shown = str(study)
+    report = run_cli("stability.report", shown, "--json", "--out", str(page), env=s3["env"], timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    summary = json.loads(report.stdout)
+    assert sum(g["n"] for g in summary["groups"]) == len(written)
+    assert page.is_file() and "2 trials" in page.read_text()
+    # without --out the page goes beside the results, into the store (one PUT), over the live report's
+    study.fs.delete_file(f"{study.path}/report.html")
+    again = run_cli("stability.report", shown, env=s3["env"], timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip() == str(study / "report.html") and "2 trials" in (study / "report.html").read_text()
 
 
 def test_the_driver_finds_foreign_checkpoints_on_a_store_with_one_listing(s3):

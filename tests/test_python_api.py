@@ -5,6 +5,7 @@ line's message, `import stability` stays cheap, and the page's code blocks run a
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -18,7 +19,7 @@ import plotly.graph_objects as go
 import pytest
 
 import stability
-from conftest import REPO, TESTS, run_cli
+from conftest import REPO, TESTS, run_cli, run_main
 from test_report import make_study
 
 DOC = REPO / "docs" / "python-api.md"
@@ -32,7 +33,7 @@ def study_dir(tmp_path_factory) -> Path:
 
 def cli_error(module: str, *args: str) -> str:
     """The one line a command prints for bad input, after its `error: `."""
-    out = run_cli(module, *args, timeout=300)
+    out = run_main(importlib.import_module(f"{module}.__main__").main, *args)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr

@@ -21,7 +21,7 @@ from stability.train.checkpoint import STATE_FILE
 
 pytestmark = pytest.mark.ray
 
-EPOCHS = 10
+EPOCHS = 8
 STUDY = f"""
 name: resume
 dataset: {{name: digits, img_size: 8}}

@@ -151,9 +151,10 @@ def test_store_roundtrip_and_atomic_layout(tmp_path):
 
 
 def test_help_spec_lists_every_key_with_its_meaning():
-    from conftest import run_cli
+    from conftest import run_main
+    from stability.sweep.__main__ import main as sweep_main
 
-    out = run_cli("stability.sweep", "--help-spec")
+    out = run_main(sweep_main, "--help-spec")
     assert out.returncode == 0
     keys = {line.split()[0] for line in out.stdout.splitlines()}
     assert {"samples", "train.mixup", "train.distillation.teacher_recipe.epochs", "train.patch_losses.cosine",

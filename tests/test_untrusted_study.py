@@ -15,13 +15,14 @@ import time
 import pytest
 import yaml
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_main
 from stability.results import lock as lockmod
 from stability.results.lock import LockHeld, StudyLock, identity
 from stability.results.schema import failed_row
 from stability.results.store import ResultsStore
 from stability.sampling import plan_trials
 from stability.spec import load_spec
+from stability.sweep.__main__ import main as sweep_main
 
 STUDY = """
 name: trust
@@ -92,7 +93,7 @@ def test_resume_after_study_yaml_was_edited_is_refused_naming_the_first_differen
     record["spec"]["optimizers"]["adamw"]["lr"] = {"log_uniform": [1.0e-4, 4.0e-4]}  # the saved lr range edited
     store.spec_path.write_text(yaml.safe_dump(record, sort_keys=False))
     before = sorted(p.name for p in store.trials_dir.iterdir())
-    out = run_cli("stability.sweep", study, "--storage", str(tmp_path / "runs"), "--resume", timeout=120)
+    out = run_main(sweep_main, study, "--storage", str(tmp_path / "runs"), "--resume")
     assert out.returncode == 2, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
@@ -107,18 +108,18 @@ def test_resume_after_study_yaml_was_edited_is_refused_naming_the_first_differen
 def test_resume_with_another_spec_runs_the_stored_plan_and_says_so(tmp_path):
     study, store, plan = stored_study(tmp_path)
     other = write_study(tmp_path, STUDY.replace("4.0e-3", "5.0e-3"))
-    out = run_cli("stability.sweep", other, "--storage", str(tmp_path / "runs"), "--resume", timeout=120)
+    out = run_main(sweep_main, other, "--storage", str(tmp_path / "runs"), "--resume")
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"--resume: running the plan saved in {store.spec_path} (it differs from {other} in " \
            "optimizers.adamw.lr.log_uniform)" in out.stderr
     assert f"all {len(plan)} trials already finished" in out.stderr
-    dry = run_cli("stability.sweep", other, "--storage", str(tmp_path / "runs"), "--resume", "--dry-run", timeout=120)
+    dry = run_main(sweep_main, other, "--storage", str(tmp_path / "runs"), "--resume", "--dry-run")
     assert dry.returncode == 0 and dry.stderr.startswith("--resume: running the plan saved in"), dry.stderr
 
 
 def test_a_lock_that_is_a_folder_is_one_line(tmp_path):
     (tmp_path / "runs" / "default" / ".lock").mkdir(parents=True)
-    out = run_cli("stability.sweep", "--storage", str(tmp_path / "runs"), timeout=120)
+    out = run_main(sweep_main, "--storage", str(tmp_path / "runs"))
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert out.stderr.startswith("error: --storage: cannot lock") and "Traceback" not in out.stderr
 
@@ -149,7 +150,7 @@ def test_dry_run_refuses_a_file_as_storage_like_a_run(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
     for extra in ([], ["--dry-run"]):
-        out = run_cli("stability.sweep", "--storage", str(afile), *extra, timeout=120)
+        out = run_main(sweep_main, "--storage", str(afile), *extra)
         assert out.returncode == 2 and out.stdout == "", out.stderr
         assert out.stderr.strip().splitlines() == [f"error: --storage: cannot write to {afile} (needed for "
                                                    f"{afile}/default): not a folder; choose a writable folder"]

@@ -48,7 +48,7 @@ def _checkpointed(folder) -> str | None:
     return None
 
 
-def test_a_copied_checkpoint_is_ignored_on_resume_and_an_edited_study_yaml_is_refused(ray_cluster, tmp_path):
+def test_a_copied_checkpoint_is_ignored_on_resume_and_an_edited_study_yaml_is_refused(ray_cluster, sweep, tmp_path):
     from conftest import wait_for
     from stability.train.engine import run_trial
 
@@ -72,8 +72,8 @@ def test_a_copied_checkpoint_is_ignored_on_resume_and_an_edited_study_yaml_is_re
     assert not stored.exists() or not list(stored.glob(f"{b}*")), "trial B had already finished"
     shutil.copytree(root / "checkpoints" / a, root / "checkpoints" / b)  # A's checkpoint as B's
 
-    again = start_sweep(str(study), ray_cluster, tmp_path, "--resume")
-    _, err = again.communicate(timeout=300)
+    again = sweep(study, "--storage", tmp_path, "--resume")
+    err = again.stderr
     assert again.returncode == 0, err[-3000:]
     said = [line for line in err.splitlines() if "ignored, the trial starts over" in line]
     assert said == [f"checkpoint {root / 'checkpoints' / b / STATE_FILE}: it belongs to trial {a}, not to trial {b}; "
@@ -88,8 +88,8 @@ def test_a_copied_checkpoint_is_ignored_on_resume_and_an_edited_study_yaml_is_re
     saved = yaml.safe_load((root / "study.yaml").read_text())
     saved["spec"]["optimizers"]["adamw"]["lr"] = {"log_uniform": [1.0e-4, 4.0e-4]}  # the saved lr range edited
     (root / "study.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
-    edited = start_sweep(str(study), ray_cluster, tmp_path, "--resume")
-    _, err = edited.communicate(timeout=300)
+    edited = sweep(study, "--storage", tmp_path, "--resume")
+    err = edited.stderr
     assert edited.returncode == 2, err[-3000:]
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err  # one line
     assert "does not match the results stored beside it: 2 of 2 are not in its plan" in err

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from test_report import make_study
 
 USER_FILES = ("analysis", "search_spaces", "benchmarks")
 
@@ -33,7 +34,7 @@ def run_in(folder, *args: str) -> subprocess.CompletedProcess:
     return out
 
 
-def test_every_command_and_the_python_api_ignore_a_user_s_files_of_the_same_names(research_folder, tiny_study):
+def test_every_command_and_the_python_api_ignore_a_user_s_files_of_the_same_names(research_folder, tmp_path):
     for command in (["stability.sweep", "--help"], ["stability.report", "--help"], ["stability.results", "--help"],
                     ["stability.data", "--help"], ["stability.train", "--help"]):
         out = run_in(research_folder, "-m", *command)
@@ -43,12 +44,13 @@ def test_every_command_and_the_python_api_ignore_a_user_s_files_of_the_same_name
     dry = run_in(research_folder, "-m", "stability.sweep", "default", "--dry-run", "--storage", str(research_folder))
     assert dry.returncode == 0 and json.loads(dry.stdout.splitlines()[-1])["study"] == "default", dry.stderr[-2000:]
 
-    report = run_in(research_folder, "-m", "stability.report", str(tiny_study["study"]), "--out",
+    study = make_study(tmp_path / "runs", samples=2, failed=False)  # a finished study, written by the real store
+    report = run_in(research_folder, "-m", "stability.report", str(study), "--out",
                     str(research_folder / "report.html"), "--json")
     assert report.returncode == 0, report.stderr[-2000:]
     assert "verdicts" in json.loads(report.stdout) and (research_folder / "report.html").stat().st_size > 0
 
-    api = run_in(research_folder, "-c", "import json, stability; s = stability.open_study(" + repr(str(tiny_study["study"]))
+    api = run_in(research_folder, "-c", "import json, stability; s = stability.open_study(" + repr(str(study))
                  + "); print(json.dumps(sorted(s.summary())))")
     assert api.returncode == 0 and "verdicts" in json.loads(api.stdout), api.stderr[-2000:]
 
