@@ -24,6 +24,9 @@ pytestmark = pytest.mark.ray
 TINY = str(TESTS / "data" / "tiny.yaml")
 SMALL = ["--set", "samples=1", "--set", "epochs=1", "--set", "models=[vit_p_tiny]"]  # 2 trials, seconds
 AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
+# Ray retries a refused handshake for about 20 s after the interpreter's start-up (3-4 s here, up to
+# twice that while the suite's other worker trains); failing at once stays well under this bound
+BEFORE_RETRIES_S = 15
 
 
 def _home_with_token(token: str | None) -> str:
@@ -114,7 +117,7 @@ def test_refused_token_fails_at_once_in_one_line(token_cluster, homes, tmp_path)
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-3000:]
     assert token_cluster["address"] in lines[0] and "refused" in lines[0] and "token authentication" in lines[0]
     assert "RAY_AUTH_TOKEN" in lines[0] and "RAY_AUTH_TOKEN_PATH" in lines[0]
-    assert elapsed < 10, f"{elapsed:.1f} s: the promise is to fail before Ray's ~20 s of connection retries"
+    assert elapsed < BEFORE_RETRIES_S, f"{elapsed:.1f} s: the promise is to fail before Ray's ~20 s of connection retries"
     assert not storage.exists(), "nothing may be written before the cluster took the token"
 
 
@@ -127,7 +130,7 @@ def test_token_cluster_without_any_token_here_says_what_to_set(token_cluster, ho
     assert out.returncode == 2, out.stderr[-3000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "requires token authentication" in lines[0] and "RAY_AUTH_TOKEN" in lines[0], lines
-    assert elapsed < 10, f"{elapsed:.1f} s"
+    assert elapsed < BEFORE_RETRIES_S, f"{elapsed:.1f} s"
 
 
 def test_cluster_without_auth_is_joined_although_a_token_file_exists(open_cluster, homes, tmp_path):
