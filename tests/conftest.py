@@ -191,9 +191,6 @@ def sweep(ray_cluster):
 
 
 def sweep_in_process(cluster: dict, args) -> subprocess.CompletedProcess:
-    import contextlib
-    import io
-
     import ray
     from ray._raylet import AuthenticationTokenLoader, Config
 
@@ -207,12 +204,8 @@ def sweep_in_process(cluster: dict, args) -> subprocess.CompletedProcess:
     saved = {name: os.environ.get(name) for name in names}
     os.environ.update({name: cluster["env"][name] for name in names})
     reload_auth()
-    out, err = io.StringIO(), io.StringIO()
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = sweep_main([*map(str, args), "--address", cluster["address"]])
-    except SystemExit as exc:
-        code = exc.code
+        return run_main(sweep_main, *args, "--address", cluster["address"])
     finally:
         ray.shutdown()
         for name, value in saved.items():  # this process as it was: a later private Ray instance needs no token
@@ -221,7 +214,6 @@ def sweep_in_process(cluster: dict, args) -> subprocess.CompletedProcess:
             else:
                 os.environ[name] = value
         reload_auth()
-    return subprocess.CompletedProcess(["stability.sweep", *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")
